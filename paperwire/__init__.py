@@ -1,0 +1,1 @@
+"""The `paperwire` command and the single-node launcher."""

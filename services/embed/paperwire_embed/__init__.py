@@ -1,0 +1,1 @@
+"""paperwire's embed service."""

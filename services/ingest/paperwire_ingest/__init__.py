@@ -1,0 +1,1 @@
+"""paperwire's ingest service."""

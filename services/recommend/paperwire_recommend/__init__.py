@@ -1,0 +1,1 @@
+"""paperwire's recommend service."""

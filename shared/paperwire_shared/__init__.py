@@ -1,0 +1,1 @@
+"""paperwire's contracts: the only code the services share."""
