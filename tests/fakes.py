@@ -16,7 +16,7 @@ class HashingEncoder:
 
     name = "hashing-stand-in"
 
-    def __init__(self, dim: int = 64) -> None:
+    def __init__(self, dim: int = 512) -> None:
         self.dim = dim
         self.calls: list[int] = []  # batch sizes, to check nothing is encoded twice
 
@@ -29,3 +29,13 @@ class HashingEncoder:
                 out[row, bucket % self.dim] += 1.0
             out[row, 0] += 1e-3  # an empty text still gets a unit vector
         return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class LocalTextEncoder:
+    """recommend's TextEncoder without the embed service: the same hashing stand-in, in-process."""
+
+    def __init__(self, encoder: HashingEncoder) -> None:
+        self.encoder = encoder
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode(texts)

@@ -14,6 +14,8 @@ PAPERS_EMBEDDED = "paperwire.papers.embedded"
 DIGESTS_DUE = "paperwire.digests.due"
 FEEDBACK_RECORDED = "paperwire.feedback.recorded"
 TEXTS_TO_ENCODE = "paperwire.texts.to-encode"
+# Entries a consumer could not decode or handle, each with the original body and the cause.
+DEAD_LETTERS = "paperwire.dead-letters"
 
 EMBED_GROUP = "embed"
 RECOMMEND_GROUP = "recommend"

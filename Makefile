@@ -1,0 +1,43 @@
+# paperwire: one target per job. `make run` and `make test` are the two set-up commands.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install run demo test test-unit test-integration test-e2e lint bench clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned, so pip takes the CPU build on this disk instead of resolving a CUDA one.
+$(VENV)/.installed: pyproject.toml shared/pyproject.toml services/*/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e "shared[vectors]" -e services/ingest -e services/embed \
+		-e services/recommend -e services/notify -e ".[all,dev]"
+	touch $@
+
+run: install
+	$(BIN)/paperwire run
+
+demo: install
+	$(BIN)/paperwire demo
+
+test: install
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+test-integration: install
+	$(BIN)/pytest tests/integration
+
+test-e2e: install
+	$(BIN)/pytest tests/e2e
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/mypy shared/paperwire_shared services/*/paperwire_* paperwire
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

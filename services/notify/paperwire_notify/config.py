@@ -1,0 +1,36 @@
+"""notify's settings, read from the environment when a Settings is built (never at import)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Field(default=Path("data"), validation_alias="paperwire_data_dir")
+    # Defaults to the single-node SQLite file under data_dir (filled in below).
+    database_url: str = ""
+    # Required: the single-node launcher passes its local sink's URL when SMTP_URL is unset.
+    smtp_url: str
+    mail_from: str = "paperwire <digest@paperwire.localhost>"
+    # Base URL of the web/API, for links in the email; None leaves them out.
+    public_url: str | None = None
+    port: int = Field(default=8003, validation_alias="notify_port")
+    consumer: str = Field(default_factory=_default_consumer)
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir}/paperwire.db"
+        return self

@@ -1,0 +1,113 @@
+"""Wiring of the recommend service: FastAPI app, broker, subscribers, scheduler, probes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Response
+from faststream.redis import RedisBroker
+from faststream.redis.prometheus import RedisPrometheusMiddleware
+from paperwire_shared import streams
+from paperwire_shared.events import DigestDue
+from paperwire_shared.vectors import VectorStore, open_vector_store
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from paperwire_recommend import api, handlers
+from paperwire_recommend.config import Settings
+from paperwire_recommend.encoder import RemoteEncoder, TextEncoder
+from paperwire_recommend.metrics import Metrics
+from paperwire_recommend.recommender import Recommender
+from paperwire_recommend.scheduler import Scheduler
+from paperwire_recommend.store import Store
+
+
+def create_app(
+    settings: Settings,
+    *,
+    broker: RedisBroker | None = None,
+    store: Store | None = None,
+    vectors: VectorStore | None = None,
+    encoder: TextEncoder | None = None,
+    ensure_groups: bool = True,
+    run_scheduler: bool = True,
+) -> FastAPI:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    if broker is None:
+        broker = RedisBroker(
+            settings.redis_url,
+            middlewares=[RedisPrometheusMiddleware(registry=registry, app_name="recommend")],
+        )
+    owns_vectors = vectors is None
+    sql = store or Store(settings.sql_url)
+    vectors = vectors or open_vector_store(settings.qdrant_url, settings.qdrant_path)
+    recommender = Recommender(
+        settings, sql, vectors, encoder or RemoteEncoder(broker, settings.encode_timeout_seconds)
+    )
+
+    async def publish(digest: DigestDue) -> None:
+        await broker.publish(digest, stream=streams.DIGESTS_DUE)
+
+    scheduler = Scheduler(settings, sql, recommender, publish, metrics)
+    handlers.register(broker, store=sql, metrics=metrics, consumer=settings.consumer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ensure_groups:
+            await streams.ensure_groups(settings.redis_url)
+        await broker.start()
+        task = asyncio.create_task(scheduler.run()) if run_scheduler else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await broker.stop()
+            if owns_vectors:
+                await asyncio.to_thread(vectors.close)
+            sql.close()
+
+    app = FastAPI(
+        title="paperwire",
+        summary="New research papers, matched to each user's interests.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.store = sql
+    app.state.recommender = recommender
+    app.state.scheduler = scheduler
+    app.state.broker = broker
+    app.include_router(api.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(response: Response) -> dict[str, object]:
+        checks = {
+            "redis": await _safe(broker.ping(timeout=2)),
+            "database": await _safe(asyncio.to_thread(sql.ping)),
+            "qdrant": await _safe(asyncio.to_thread(vectors.ping)),
+        }
+        ready = all(checks.values())
+        response.status_code = 200 if ready else 503
+        return {"ready": ready, "checks": checks}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_route() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _safe(check: object) -> bool:
+    try:
+        return bool(await asyncio.wait_for(check, timeout=3))  # type: ignore[arg-type]
+    except Exception:  # a readiness probe reports failures, it never raises
+        return False

@@ -1,0 +1,75 @@
+"""The HTTP face every stream service has: /healthz, /readyz and /metrics around a FastStream broker.
+
+Shared (not copied into each service) because ingest, embed and notify need exactly the same three
+routes; recommend serves the same paths from FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.redis import RedisBroker
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from paperwire_shared.streams import ensure_groups
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+def stream_service(
+    broker: RedisBroker,
+    *,
+    registry: CollectorRegistry,
+    redis_url: str | None,
+    ready_checks: Mapping[str, ReadyCheck] = {},  # noqa: B006 - read only
+    on_startup: Sequence[Callable[[], Any]] = (),
+    after_startup: Sequence[Callable[[], Any]] = (),
+    on_shutdown: Sequence[Callable[[], Any]] = (),
+    after_shutdown: Sequence[Callable[[], Any]] = (),
+) -> AsgiFastStream:
+    """An ASGI app running ``broker``; groups are created at 0 first unless ``redis_url`` is None."""
+
+    @get(include_in_schema=False)
+    async def healthz(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b"ok\n", 200)
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Any) -> AsgiResponse:
+        checks = {"redis": lambda: broker.ping(timeout=2), **ready_checks}
+        failed = []
+        for name, check in checks.items():
+            try:
+                ok = await asyncio.wait_for(check(), timeout=3)
+            except Exception:  # a readiness probe reports failures, it never raises
+                ok = False
+            if not ok:
+                failed.append(name)
+        if failed:
+            return AsgiResponse(f"not ready: {', '.join(failed)}\n".encode(), 503)
+        return AsgiResponse(b"ready\n", 200)
+
+    @get(include_in_schema=False)
+    async def metrics(scope: Any) -> AsgiResponse:
+        return AsgiResponse(
+            generate_latest(registry), 200, headers={"content-type": CONTENT_TYPE_LATEST}
+        )
+
+    async def create_groups() -> None:
+        if redis_url is not None:
+            await ensure_groups(redis_url)
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)],
+        on_startup=[create_groups, *on_startup],
+        after_startup=list(after_startup),
+        on_shutdown=list(on_shutdown),
+        after_shutdown=list(after_shutdown),
+    )

@@ -1,0 +1,271 @@
+"""The vector-store contract, run on both real backends: Qdrant Edge on disk and qdrant-client.
+
+qdrant-client's local mode (``QdrantClient(path=...)``) stands in for a Qdrant server: no server
+binary can be installed here (STACK-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from paperwire_shared.vectors import (
+    QdrantEdgeStore,
+    QdrantServerStore,
+    StoredPaper,
+    VectorDirInUse,
+    VectorStore,
+    open_vector_store,
+)
+from qdrant_client import QdrantClient
+
+from paperwire.stack import free_port
+
+# Local mode warns that payload indexes do nothing there; a server uses them.
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
+
+DIM = 16
+OpenStore = Callable[[], VectorStore]
+
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    """Opens a store of one backend, always on the same data dir (to test reopening)."""
+    opened: list[VectorStore] = []
+
+    def open_() -> VectorStore:
+        if request.param == "edge":
+            store: VectorStore = QdrantEdgeStore(tmp_path / "edge")
+        else:
+            store = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")))
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: OpenStore) -> VectorStore:
+    return open_store()
+
+
+def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def paper(paper_id: str, vector: np.ndarray, **payload: object) -> StoredPaper:
+    payload = {"embedded_at": 1000.0, "published_ts": 1000.0, **payload}
+    return StoredPaper(paper_id, payload, vector)
+
+
+def papers(vectors: np.ndarray) -> list[StoredPaper]:
+    return [paper(f"p{i}", v) for i, v in enumerate(vectors)]
+
+
+def test_an_empty_store_reads_empty_and_answers_ping(store: VectorStore) -> None:
+    assert store.count() == 0
+    assert store.get(["p0"], with_vectors=True) == []
+    assert store.search(unit_vectors(1)[0], 5) == []
+    assert store.embedded_since(0.0, 10) == []
+    assert store.ping()
+
+
+def test_get_returns_papers_in_the_order_asked_leaving_out_unknown_ids(store: VectorStore) -> None:
+    store.upsert(papers(unit_vectors(3)))
+
+    got = store.get(["p2", "nope", "p0"])
+
+    assert [p.paper_id for p in got] == ["p2", "p0"]
+    assert got[0].payload["paper_id"] == "p2"
+    assert got[0].vector is None
+
+
+def test_get_with_vectors_returns_the_stored_float32_vectors(store: VectorStore) -> None:
+    vectors = unit_vectors(2)
+    store.upsert(papers(vectors))
+
+    got = store.get(["p1", "p0"], with_vectors=True)
+
+    stored = [p.vector for p in got if isinstance(p.vector, np.ndarray)]
+    assert [v.dtype for v in stored] == [np.float32, np.float32]
+    np.testing.assert_allclose(np.stack(stored), vectors[[1, 0]], atol=1e-6)
+
+
+def test_the_payload_is_stored_with_the_paper_id(store: VectorStore) -> None:
+    store.upsert([paper("2401.00001", unit_vectors(1)[0], title="Attention", model="m")])
+
+    [got] = store.get(["2401.00001"])
+
+    assert got.payload == {
+        "paper_id": "2401.00001",
+        "title": "Attention",
+        "model": "m",
+        "embedded_at": 1000.0,
+        "published_ts": 1000.0,
+    }
+
+
+def test_upserting_a_paper_twice_leaves_one_point_with_the_latest_payload(
+    store: VectorStore,
+) -> None:
+    first, second = unit_vectors(2)
+    store.upsert([paper("p0", first, title="old")])
+    store.upsert([paper("p0", second, title="new")])
+
+    assert store.count() == 1
+    [got] = store.get(["p0"], with_vectors=True)
+    assert got.payload["title"] == "new"
+    assert got.vector is not None
+    np.testing.assert_allclose(got.vector, second, atol=1e-6)
+
+
+def test_search_returns_the_nearest_papers_best_first_with_their_payload(
+    store: VectorStore,
+) -> None:
+    vectors = unit_vectors(20)
+    store.upsert(papers(vectors))
+
+    hits = store.search(vectors[7], 3)
+
+    assert len(hits) == 3
+    assert hits[0].paper_id == "p7"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].payload["paper_id"] == "p7"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_search_returns_at_most_k_hits(store: VectorStore) -> None:
+    store.upsert(papers(unit_vectors(5)))
+
+    assert len(store.search(unit_vectors(1, seed=9)[0], 3)) == 3
+    assert len(store.search(unit_vectors(1, seed=9)[0], 50)) == 5
+
+
+def test_search_skips_excluded_papers(store: VectorStore) -> None:
+    vectors = unit_vectors(10)
+    store.upsert(papers(vectors))
+
+    hits = store.search(vectors[3], 10, exclude={"p3", "p5"})
+
+    assert {h.paper_id for h in hits} == {f"p{i}" for i in range(10)} - {"p3", "p5"}
+
+
+def test_search_excluding_five_hundred_papers_still_finds_the_nearest_others(
+    store: VectorStore,
+) -> None:
+    vectors = unit_vectors(520, seed=1)
+    store.upsert(papers(vectors))
+    query = unit_vectors(1, seed=2)[0]
+    scores = vectors @ query
+    # Exclude the 500 best: only over-fetching far past k, or a real filter, finds the rest.
+    ranked = np.argsort(-scores)
+    excluded = {f"p{i}" for i in ranked[:500]}
+
+    hits = store.search(query, 5, exclude=excluded)
+
+    assert [h.paper_id for h in hits] == [f"p{i}" for i in ranked[500:505]]
+
+
+def test_search_keeps_only_papers_published_since_the_given_time(store: VectorStore) -> None:
+    vectors = unit_vectors(6)
+    store.upsert([paper(f"p{i}", v, published_ts=float(i)) for i, v in enumerate(vectors)])
+
+    hits = store.search(vectors[0], 10, published_since=3.0)
+
+    assert {h.paper_id for h in hits} == {"p3", "p4", "p5"}
+
+
+def test_search_top_k_equals_a_numpy_brute_force_top_k(store: VectorStore) -> None:
+    vectors = unit_vectors(300, seed=3)
+    store.upsert(papers(vectors))
+
+    for query in unit_vectors(5, seed=4):
+        scores = vectors @ query
+        expected = [f"p{i}" for i in np.argsort(-scores)[:10]]
+
+        hits = store.search(query, 10)
+
+        assert [h.paper_id for h in hits] == expected
+        np.testing.assert_allclose([h.score for h in hits], np.sort(scores)[::-1][:10], atol=1e-5)
+
+
+def test_embedded_since_returns_recent_papers_with_vectors_at_most_limit(
+    store: VectorStore,
+) -> None:
+    vectors = unit_vectors(6)
+    store.upsert([paper(f"p{i}", v, embedded_at=float(i)) for i, v in enumerate(vectors)])
+
+    recent = store.embedded_since(2.0, 10)
+    capped = store.embedded_since(2.0, 2)
+
+    assert {p.paper_id for p in recent} == {"p2", "p3", "p4", "p5"}
+    assert all(p.vector is not None and p.vector.dtype == np.float32 for p in recent)
+    assert len(capped) == 2
+    assert {p.paper_id for p in capped} <= {"p2", "p3", "p4", "p5"}
+
+
+def test_papers_survive_closing_and_reopening_the_store(open_store: OpenStore) -> None:
+    vectors = unit_vectors(4)
+    store = open_store()
+    store.upsert(papers(vectors))
+    store.close()
+
+    reopened = open_store()
+
+    assert reopened.count() == 4
+    assert reopened.search(vectors[2], 1)[0].paper_id == "p2"
+    reopened.upsert([paper("p9", unit_vectors(1, seed=5)[0])])
+    assert reopened.count() == 5
+
+
+def test_a_closed_store_no_longer_answers_ping(store: VectorStore) -> None:
+    store.upsert(papers(unit_vectors(1)))
+    store.close()
+
+    assert not store.ping()
+
+
+def test_a_second_open_of_an_edge_data_dir_fails_with_a_clear_error(tmp_path: Path) -> None:
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        # Before the first upsert too: the shard does not exist yet, the lock already does.
+        with pytest.raises(VectorDirInUse, match="one process per data dir"):
+            QdrantEdgeStore(tmp_path)
+        store.upsert(papers(unit_vectors(1)))
+        with pytest.raises(VectorDirInUse, match=str(tmp_path)):
+            QdrantEdgeStore(tmp_path)
+    finally:
+        store.close()
+
+    reopened = QdrantEdgeStore(tmp_path)
+    assert reopened.count() == 1
+    reopened.close()
+
+
+def test_open_vector_store_uses_edge_on_disk_without_a_url(tmp_path: Path) -> None:
+    store = open_vector_store(None, tmp_path)
+    try:
+        assert isinstance(store, QdrantEdgeStore)
+    finally:
+        store.close()
+
+
+# QdrantClient(url=...) asks the server for its version in a background thread and warns when none
+# answers; the test waits for that thread so the warning lands (ignored) here, not in a later test.
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
+def test_open_vector_store_uses_a_server_with_a_url_and_pings_false_when_none_listens() -> None:
+    store = open_vector_store(f"http://127.0.0.1:{free_port()}", Path("unused"))
+    try:
+        assert isinstance(store, QdrantServerStore)
+        assert not store.ping()
+    finally:
+        store.close()
+        for thread in threading.enumerate():
+            if "_check_compatibility" in thread.name:
+                thread.join()

@@ -1,0 +1,78 @@
+"""recommend's pure parts: ranking by the best piece of evidence, and when digests are due."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from paperwire_recommend.digest import on_demand_key, period_key
+from paperwire_recommend.ranking import Evidence, rank, terms
+
+
+def unit(*xs: float) -> np.ndarray:
+    v = np.asarray(xs, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+PAPERS = ["lora", "gauss", "mixed", "other"]
+VECTORS = np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(1, 1, 0), unit(0, 0, 1)])
+
+
+def test_two_unrelated_interests_both_get_their_papers_not_their_average():
+    evidence = [Evidence("llm", unit(1, 0, 0)), Evidence("3d", unit(0, 1, 0))]
+    top = rank(evidence, PAPERS, VECTORS, k=2)
+    assert {r.paper_id for r in top} == {"lora", "gauss"}
+    assert all(r.score == pytest.approx(1.0) for r in top)
+
+
+def test_reason_names_the_evidence_that_earned_the_score():
+    evidence = [Evidence("llm", unit(1, 0, 0)), Evidence("3d", unit(0, 1, 0), seed_title="3DGS")]
+    reasons = {r.paper_id: r.reason for r in rank(evidence, PAPERS, VECTORS, k=4)}
+    assert reasons["lora"] == 'matches your interest "llm"'
+    assert reasons["gauss"] == 'close to your seed paper "3DGS" (interest "3d")'
+
+
+def test_excluded_and_weak_papers_are_left_out():
+    top = rank([Evidence("llm", unit(1, 0, 0))], PAPERS, VECTORS, k=4, min_score=0.5,
+               exclude=frozenset({"lora"}))
+    assert [r.paper_id for r in top] == ["mixed"]
+
+
+def test_no_evidence_ranks_nothing():
+    assert rank([], PAPERS, VECTORS, k=3) == []
+
+
+def test_a_daily_digest_is_due_once_a_day_from_the_digest_hour():
+    early = datetime(2026, 11, 27, 5, 59, tzinfo=UTC)
+    later = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
+    assert period_key("u", "daily", early, digest_hour=6) is None
+    assert period_key("u", "daily", later, 6) == period_key("u", "daily", later.replace(hour=6), 6)
+    assert period_key("u", "daily", later, 6) != period_key("u", "daily", later.replace(day=28), 6)
+
+
+def test_a_weekly_digest_has_one_key_per_iso_week_and_off_has_none():
+    monday = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    sunday = datetime(2026, 11, 29, 9, tzinfo=UTC)
+    assert period_key("u", "weekly", monday, 6) == period_key("u", "weekly", sunday, 6) == "u/2026-W48"
+    assert period_key("u", "off", monday, 6) is None
+
+
+def test_on_demand_digests_get_distinct_keys():
+    now = datetime(2026, 11, 27, 9, tzinfo=UTC)
+    assert on_demand_key("u", now) != on_demand_key("u", now.replace(microsecond=1))
+
+
+def test_rare_words_of_an_interest_lift_the_papers_that_use_them():
+    # Same meaning for the model, but only one paper says "LoRA": it wins, and the reason says why.
+    evidence = [Evidence("peft", unit(1, 0, 0), text="LoRA adapters for language models")]
+    texts = ["Scaling language models", "LoRA adapters for small language models", "Cats"]
+    vectors = np.stack([unit(1, 0.1, 0), unit(1, 0.1, 0), unit(0, 0, 1)])
+    top = rank(evidence, ["plain", "lora", "cats"], vectors, k=2, texts=texts)
+    assert [r.paper_id for r in top] == ["lora", "plain"]
+    assert top[0].reason == 'matches your interest "peft" (adapter, lora, language)'
+    assert top[1].score < top[0].score
+
+
+def test_terms_drop_stop_words_short_words_and_plurals():
+    assert terms("The LoRA adapters of an LLM, via 3D") == {"lora", "adapter", "llm"}
