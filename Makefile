@@ -37,7 +37,7 @@ test-e2e: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
-	$(BIN)/mypy shared/paperwire_shared services/*/paperwire_* paperwire
+	$(BIN)/mypy -p paperwire_shared -p paperwire_ingest -p paperwire_embed -p paperwire_recommend -p paperwire_notify -p paperwire
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

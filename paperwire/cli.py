@@ -33,8 +33,9 @@ def _redis_url(data_dir: Path) -> str:
         return url
     if found := _running(data_dir):
         return found.redis_url
-    raise CliError(f"no paperwire stack runs on {data_dir}: start one with `paperwire run` "
-                   "(or set REDIS_URL)")
+    raise CliError(
+        f"no paperwire stack runs on {data_dir}: start one with `paperwire run` (or set REDIS_URL)"
+    )
 
 
 def _api_url(data_dir: Path) -> str:
@@ -42,8 +43,10 @@ def _api_url(data_dir: Path) -> str:
         return url.rstrip("/")
     if found := _running(data_dir):
         return found.api_url
-    raise CliError(f"no paperwire stack runs on {data_dir}: start one with `paperwire run` "
-                   "(or set PAPERWIRE_API_URL)")
+    raise CliError(
+        f"no paperwire stack runs on {data_dir}: start one with `paperwire run` "
+        "(or set PAPERWIRE_API_URL)"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -54,15 +57,20 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from paperwire_ingest.importing import import_files
+    from paperwire_ingest.importing import IngestError, import_files
 
     redis_url = _redis_url(args.data_dir)
-    reports = asyncio.run(import_files(args.files, redis_url))
+    try:
+        reports = asyncio.run(import_files(args.files, redis_url))
+    except IngestError as exc:
+        raise CliError(str(exc)) from exc
     for path, report in zip(args.files, reports, strict=True):
         for error in report.errors:
             print(f"{path}:{error.line_no}: skipped: {error.reason}", file=sys.stderr)
-        print(f"{path}: {report.published} papers published, {report.duplicates} duplicates "
-              f"dropped, {len(report.errors)} bad lines skipped")
+        print(
+            f"{path}: {report.published} papers published, {report.duplicates} duplicates "
+            f"dropped, {len(report.errors)} bad lines skipped"
+        )
     if args.wait:
         from paperwire.progress import wait_until_embedded
 
@@ -98,16 +106,23 @@ def cmd_digest(args: argparse.Namespace) -> None:
 def cmd_outbox(args: argparse.Namespace) -> None:
     messages = stack.read_outbox(args.data_dir / "outbox")
     if args.json:
-        print(json.dumps([
-            {
-                "file": str(args.data_dir / "outbox" / "new" / m.key),
-                "received": datetime.fromtimestamp(m.received).isoformat(timespec="seconds"),
-                "message_id": m.message["Message-ID"],
-                "to": m.message["To"],
-                "subject": m.message["Subject"],
-            }
-            for m in messages
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "file": str(args.data_dir / "outbox" / "new" / m.key),
+                        "received": datetime.fromtimestamp(m.received).isoformat(
+                            timespec="seconds"
+                        ),
+                        "message_id": m.message["Message-ID"],
+                        "to": m.message["To"],
+                        "subject": m.message["Subject"],
+                    }
+                    for m in messages
+                ],
+                indent=2,
+            )
+        )
         return
     if not messages:
         print(f"the outbox {args.data_dir / 'outbox'} is empty")
@@ -124,23 +139,38 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="paperwire", description=__doc__)
-    top.add_argument("--data-dir", type=Path, default=_default_data_dir(),
-                     help="where embedded parts keep their data (default: ./data)")
+    top.add_argument(
+        "--data-dir",
+        type=Path,
+        default=_default_data_dir(),
+        help="where embedded parts keep their data (default: ./data)",
+    )
     top.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = top.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the whole stack on embedded defaults, or one service")
-    run.add_argument("service", nargs="?", choices=launcher.SERVICES,
-                     help="run only this service against the configured *_URL settings")
-    run.add_argument("--port", type=int, default=int(os.environ.get("PAPERWIRE_API_PORT", 8000)),
-                     help="API port; the other services take the next three (default 8000)")
+    run.add_argument(
+        "service",
+        nargs="?",
+        choices=launcher.SERVICES,
+        help="run only this service against the configured *_URL settings",
+    )
+    run.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PAPERWIRE_API_PORT", 8000)),
+        help="API port; the other services take the next three (default 8000)",
+    )
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (one service)")
     run.set_defaults(func=cmd_run)
 
-    ingest = sub.add_parser("ingest", help="import papers from JSON Lines or a saved HF papers page")
+    ingest = sub.add_parser(
+        "ingest", help="import papers from JSON Lines or a saved HF papers page"
+    )
     ingest.add_argument("files", nargs="+", type=Path)
-    ingest.add_argument("--wait", action="store_true",
-                        help="return once every paper is embedded, showing progress")
+    ingest.add_argument(
+        "--wait", action="store_true", help="return once every paper is embedded, showing progress"
+    )
     ingest.set_defaults(func=cmd_ingest)
 
     digest = sub.add_parser("digest", help="send a user's digest")

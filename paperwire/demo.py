@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,12 +18,17 @@ from paperwire.launcher import single_node
 from paperwire.progress import wait_until_embedded
 
 SAMPLE = Path(__file__).with_name("sample-papers.jsonl")
-DEMO_USER = {
+DEMO_USER: dict[str, Any] = {
     "email": "demo@paperwire.localhost",
     "interests": [
-        {"name": "efficient LLM fine-tuning",
-         "text": "parameter-efficient fine-tuning of large language models with LoRA and adapters"},
-        {"name": "3D scenes", "text": "Gaussian splatting for 3D scene reconstruction and rendering"},
+        {
+            "name": "efficient LLM fine-tuning",
+            "text": "parameter-efficient fine-tuning of large language models with LoRA and adapters",
+        },
+        {
+            "name": "3D scenes",
+            "text": "Gaussian splatting for 3D scene reconstruction and rendering",
+        },
     ],
     "frequency": "daily",
     "max_papers": 8,
@@ -63,8 +69,10 @@ async def run_demo(data_dir: Path, port: int) -> None:
             response.raise_for_status()
             digest = response.json()
         if digest["state"] == "skipped":
-            print(f"no digest: {digest['reason']} (the demo user already got every match; "
-                  f"remove {data_dir} to start over)")
+            print(
+                f"no digest: {digest['reason']} (the demo user already got every match; "
+                f"remove {data_dir} to start over)"
+            )
             return
         mail = await wait_for_mail(outbox, before)
         print(f"\nsent: {mail.message['Subject']}")

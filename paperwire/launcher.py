@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -133,8 +134,9 @@ async def single_node(
         }
         servers = {name: _server(app, host, port) for name, (app, port) in apps.items()}
         async with _serve(servers):
-            found = Endpoints(redis_url, api_url, smtp_url, str(outbox) if outbox else None,
-                              os.getpid())
+            found = Endpoints(
+                redis_url, api_url, smtp_url, str(outbox) if outbox else None, os.getpid()
+            )
             path = endpoints_file(data_dir)
             path.parent.mkdir(exist_ok=True)
             path.write_text(json.dumps(asdict(found)))
@@ -160,22 +162,12 @@ async def run_single_node(data_dir: Path, api_port: int) -> None:
 
 def service_app(name: str) -> tuple[Any, int]:
     """One service's app and port, configured from the environment (what compose runs)."""
-    if name == "ingest":
-        from paperwire_ingest.app import create_app
-        from paperwire_ingest.config import Settings
-    elif name == "embed":
-        from paperwire_embed.app import create_app
-        from paperwire_embed.config import Settings
-    elif name == "recommend":
-        from paperwire_recommend.app import create_app
-        from paperwire_recommend.config import Settings
-    elif name == "notify":
-        from paperwire_notify.app import create_app
-        from paperwire_notify.config import Settings
-    else:
+    if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
-    settings = Settings()  # type: ignore[call-arg]
-    return create_app(settings), settings.port
+    app = importlib.import_module(f"paperwire_{name}.app")
+    config = importlib.import_module(f"paperwire_{name}.config")
+    settings = config.Settings()
+    return app.create_app(settings), settings.port
 
 
 async def run_service(name: str, host: str) -> None:

@@ -7,6 +7,7 @@ import sys
 import time
 
 import redis.asyncio as aioredis
+
 from paperwire_shared import streams
 
 
@@ -20,8 +21,12 @@ async def wait_until_embedded(redis_url: str, timeout: float = 3_600) -> None:
             group = next(g for g in groups if g["name"].decode() == streams.EMBED_GROUP)
             total = await client.xlen(streams.PAPERS_INGESTED)
             waiting = (group.get("lag") or 0) + group["pending"]
-            print(f"\r  embedded {total - waiting}/{total} papers", end="", file=sys.stderr,
-                  flush=True)
+            print(
+                f"\r  embedded {total - waiting}/{total} papers",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
             if waiting == 0:
                 print(file=sys.stderr)
                 return

@@ -30,21 +30,25 @@ PEFT_WORDS = ("lora", "low-rank adapt", "adapter", "parameter-efficient", "peft"
 def paperwire(data_dir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "paperwire", "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def processes_using(path: Path) -> list[str]:
-    """Command lines of live processes that mention ``path``."""
+    """Command lines of live processes that mention ``path`` or run inside it."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if str(path) in cmdline:
+        if str(path) in cmdline or cwd.startswith(str(path)):
             found.append(cmdline)
     return found
 
@@ -59,28 +63,42 @@ def seed_papers(page: Path) -> dict[str, str]:
 @pytest.fixture
 def running_stack(tmp_path: Path):
     data_dir = tmp_path / "data"
-    port = free_port()
+    port = free_port(4)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "paperwire", "--data-dir", str(data_dir), "run", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "paperwire",
+            "--data-dir",
+            str(data_dir),
+            "run",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     api = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            if httpx.get(f"{api}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
+        # stack.json appears once all four services are up: what the CLI looks for.
+        if (data_dir / "run" / "stack.json").exists():
+            assert httpx.get(f"{api}/readyz", timeout=5).status_code == 200
+            break
         time.sleep(0.5)
     else:
         proc.kill()
         pytest.fail("the stack did not become ready in 120 s")
     yield data_dir, api, proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    if proc.poll() is None:  # the test failed before stopping it: stop it as a user would
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_paper_file_in_personalised_email_out_and_nothing_left_behind(running_stack, shared_dir):
@@ -92,14 +110,19 @@ def test_paper_file_in_personalised_email_out_and_nothing_left_behind(running_st
     assert "237 papers published" in ingest.stdout
 
     email = "researcher@example.org"
-    created = httpx.post(f"{api}/v1/users", json={
-        "email": email,
-        "interests": [{
-            "name": "PEFT",
-            "text": "parameter-efficient fine-tuning of large language models (LoRA and adapters)",
-        }],
-        "max_papers": 5,
-    })
+    created = httpx.post(
+        f"{api}/v1/users",
+        json={
+            "email": email,
+            "interests": [
+                {
+                    "name": "PEFT",
+                    "text": "parameter-efficient fine-tuning of large language models (LoRA and adapters)",
+                }
+            ],
+            "max_papers": 5,
+        },
+    )
     assert created.status_code == 201, created.text
 
     digest = paperwire(data_dir, "digest", "--user", email, "--now")

@@ -16,7 +16,7 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from paperwire_ingest.app import create_app
 from paperwire_ingest.config import Settings
-from paperwire_ingest.importing import import_file
+from paperwire_ingest.importing import IngestError, import_file, import_files
 from paperwire_ingest.seen import SEEN_KEY, RedisSeenPapers
 from paperwire_shared.events import PaperIngested
 from paperwire_shared.streams import EMBED_GROUP, PAPERS_INGESTED
@@ -112,6 +112,22 @@ async def test_import_file_round_trip_publishes_to_the_stream_once(
     # Published several at a time: the stream holds all of them, not necessarily in file order.
     assert sorted(int(e.paper_id) for e in events) == list(range(50))
     assert all(e.ingested_at == NOW and e.source == "file" for e in events)
+
+
+async def test_import_files_checks_every_file_before_publishing_any(
+    redis_url: str, client: aioredis.Redis, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"title": "One"}\n')
+
+    with pytest.raises(IngestError, match="missing.jsonl: no such file"):
+        await import_files([good, tmp_path / "missing.jsonl"], redis_url, now=NOW)
+    assert await client.exists(PAPERS_INGESTED) == 0
+
+    (report,) = await import_files([good], redis_url, now=NOW)
+    assert report.published == 1
+    groups = await client.xinfo_groups(PAPERS_INGESTED)
+    assert [(g["name"], g["lag"]) for g in groups] == [(EMBED_GROUP.encode(), 1)]
 
 
 async def wait_until(condition: Callable[[], bool], attempts: int = 1_000) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+
 from paperwire_notify.ledger import DeliveryInProgress, Ledger
 
 KEY = "user-1:2026-11-27"

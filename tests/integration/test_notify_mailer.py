@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+
+from paperwire.stack import free_port, read_outbox, smtp_sink_url, start_smtp_sink
 from paperwire_notify.mailer import (
     PermanentSendError,
     SmtpMailer,
@@ -16,8 +18,6 @@ from paperwire_notify.mailer import (
 )
 from paperwire_notify.render import render_digest
 from paperwire_shared.events import DigestDue, RankedPaper
-
-from paperwire.stack import free_port, read_outbox, smtp_sink_url, start_smtp_sink
 
 RECIPIENT = "reader@example.org"
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from faststream import TestApp
+
+from paperwire.stack import free_port, read_outbox, smtp_sink_url, start_smtp_sink
 from paperwire_notify.app import create_app
 from paperwire_notify.config import Settings
 from paperwire_notify.ledger import Ledger
 from paperwire_shared.events import DigestDue, RankedPaper
 from paperwire_shared.streams import DIGESTS_DUE, NOTIFY_GROUP
-
-from paperwire.stack import free_port, read_outbox, smtp_sink_url, start_smtp_sink
 
 KEY = "user-1:2026-11-27"
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_client import QdrantClient
+
+from paperwire.stack import free_port
 from paperwire_shared.vectors import (
     QdrantEdgeStore,
     QdrantServerStore,
@@ -20,9 +23,6 @@ from paperwire_shared.vectors import (
     VectorStore,
     open_vector_store,
 )
-from qdrant_client import QdrantClient
-
-from paperwire.stack import free_port
 
 # Local mode warns that payload indexes do nothing there; a server uses them.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from faststream.redis import RedisBroker, TestRedisBroker
+
 from paperwire_embed.app import create_app
 from paperwire_embed.config import Settings
 from paperwire_shared import streams
 from paperwire_shared.events import PaperEmbedded, PaperIngested, TextsEncoded, TextsToEncode
 from paperwire_shared.vectors import QdrantEdgeStore
-
 from tests.fakes import HashingEncoder
 
 NOW = datetime(2026, 11, 27, 8, tzinfo=UTC)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from faststream.redis import RedisBroker, TestRedisBroker
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from paperwire.stack import free_port
 from paperwire_ingest.importing import ImportReport, IngestError, import_file
 from paperwire_ingest.seen import MemorySeenPapers
 from paperwire_shared.events import PaperIngested
 from paperwire_shared.streams import PAPERS_INGESTED
-from redis.exceptions import ConnectionError as RedisConnectionError
-
-from paperwire.stack import free_port
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
@@ -192,6 +192,7 @@ async def test_a_file_larger_than_one_chunk_is_published_whole_and_progress_is_r
         ("blob.bin", b"\x89PNG\r\n\x1a\n\x00\x00", "binary file"),
         ("latin1.txt", "Caf\xe9 au lait\n".encode("latin-1"), "not UTF-8"),
         ("array.json", b'[{"title": "T"}]', "JSON array"),
+        ("cut.jsonl.gz", gzip.compress(b'{"title": "T"}\n' * 100)[:-12], "cannot read"),
     ],
 )
 async def test_a_file_that_cannot_be_imported_raises_a_clear_ingest_error(

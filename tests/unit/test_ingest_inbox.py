@@ -12,6 +12,8 @@ import httpx
 import pytest
 from faststream import TestApp
 from faststream.redis import RedisBroker, TestRedisBroker
+
+from paperwire.stack import free_port
 from paperwire_ingest.app import create_app
 from paperwire_ingest.config import Settings
 from paperwire_ingest.importing import ImportReport, import_file
@@ -19,8 +21,6 @@ from paperwire_ingest.inbox import InboxPoller
 from paperwire_ingest.seen import MemorySeenPapers
 from paperwire_shared.events import PaperIngested
 from paperwire_shared.streams import PAPERS_INGESTED
-
-from paperwire.stack import free_port
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
@@ -234,17 +234,19 @@ def test_settings_come_from_the_documented_environment_names(
     monkeypatch.setenv("REDIS_URL", "redis://example:6379/0")
     monkeypatch.setenv("PAPERWIRE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("INGEST_PORT", "9001")
+    monkeypatch.setenv("INGEST_INBOX_POLL_SECONDS", "0.5")
+    monkeypatch.setenv("DATA_DIR", "/somewhere/else")  # generic names are not ours
 
     settings = Settings()
 
     assert settings.redis_url == "redis://example:6379/0"
     assert settings.inbox_dir == tmp_path / "inbox"
     assert settings.port == 9001
-    assert settings.inbox_poll_seconds == 5
+    assert settings.inbox_poll_seconds == 0.5
 
 
 def test_settings_need_a_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
 
-    with pytest.raises(ValueError, match="redis_url"):
+    with pytest.raises(ValueError, match="REDIS_URL"):
         Settings()

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+
 from paperwire_ingest.parsing import (
     MAX_ABSTRACT,
     LineError,

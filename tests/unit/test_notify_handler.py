@@ -13,6 +13,7 @@ import pytest
 from faststream import TestApp
 from faststream.asgi import AsgiFastStream
 from faststream.redis import TestRedisBroker
+
 from paperwire_notify.app import create_app
 from paperwire_notify.config import Settings
 from paperwire_notify.ledger import Ledger

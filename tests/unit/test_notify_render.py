@@ -7,6 +7,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
+
 from paperwire_notify.render import InvalidRecipient, render_digest, shorten, shorten_authors
 from paperwire_shared.events import DigestDue, RankedPaper
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 from faststream.redis import RedisBroker, TestRedisBroker
+
 from paperwire_recommend.app import create_app
 from paperwire_recommend.config import Settings
 from paperwire_recommend.store import Store
 from paperwire_shared import streams
 from paperwire_shared.events import DigestDue, FeedbackRecorded
 from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
-
 from tests.fakes import HashingEncoder, LocalTextEncoder
 
 NOW = datetime.now(UTC)
@@ -34,18 +34,34 @@ async def api(tmp_path: Path):
     encoder = HashingEncoder()
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
     texts = list(PAPERS.values())
-    vectors.upsert([
-        StoredPaper(pid, {"paper_id": pid, "title": title, "abstract": "", "authors": ["A. Author"],
-                          "url": f"https://arxiv.org/abs/{pid}", "embedded_at": NOW.timestamp(),
-                          "published_ts": NOW.timestamp()}, vec)
-        for (pid, title), vec in zip(PAPERS.items(), encoder.encode(texts), strict=True)
-    ])
+    vectors.upsert(
+        [
+            StoredPaper(
+                pid,
+                {
+                    "paper_id": pid,
+                    "title": title,
+                    "abstract": "",
+                    "authors": ["A. Author"],
+                    "url": f"https://arxiv.org/abs/{pid}",
+                    "embedded_at": NOW.timestamp(),
+                    "published_ts": NOW.timestamp(),
+                },
+                vec,
+            )
+            for (pid, title), vec in zip(PAPERS.items(), encoder.encode(texts), strict=True)
+        ]
+    )
     broker = RedisBroker()
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     app = create_app(
         Settings(redis_url="redis://unused", data_dir=tmp_path, min_score=0.1),
-        broker=broker, store=store, vectors=vectors, encoder=LocalTextEncoder(encoder),
-        ensure_groups=False, run_scheduler=False,
+        broker=broker,
+        store=store,
+        vectors=vectors,
+        encoder=LocalTextEncoder(encoder),
+        ensure_groups=False,
+        run_scheduler=False,
     )
     due: list[DigestDue] = []
 
@@ -75,7 +91,9 @@ async def test_user_is_created_read_updated_and_deleted(api):
     assert (await api.get(f"/v1/users/{user['id']}")).json()["email"] == "ada@example.org"
     patched = await api.patch(f"/v1/users/{user['id']}", json={"frequency": "weekly"})
     assert patched.json()["frequency"] == "weekly"
-    assert (await api.get("/v1/users", params={"email": "ada@example.org"})).json()[0]["id"] == user["id"]
+    assert (await api.get("/v1/users", params={"email": "ada@example.org"})).json()[0][
+        "id"
+    ] == user["id"]
     assert (await api.delete(f"/v1/users/{user['id']}")).status_code == 204
     assert (await api.get(f"/v1/users/{user['id']}")).status_code == 404
 
@@ -98,7 +116,9 @@ async def test_invalid_user_is_refused_with_the_reason(api, body, reason):
 
 async def test_a_second_user_with_the_same_email_is_a_conflict(api):
     await create(api)
-    assert (await api.post("/v1/users", json={"email": "ada@example.org", "interests": [LLM]})).status_code == 409
+    assert (
+        await api.post("/v1/users", json={"email": "ada@example.org", "interests": [LLM]})
+    ).status_code == 409
 
 
 async def test_recommendations_cover_each_interest_with_its_reason(api):
@@ -131,8 +151,9 @@ async def test_digest_goes_to_notify_once_and_its_papers_are_never_sent_again(ap
 
 async def test_disliked_paper_is_not_recommended_again(api):
     user = await create(api)
-    feedback = FeedbackRecorded(feedback_id="f1", user_id=user["id"], paper_id="2501.00001",
-                                kind="dislike", recorded_at=NOW)
+    feedback = FeedbackRecorded(
+        feedback_id="f1", user_id=user["id"], paper_id="2501.00001", kind="dislike", recorded_at=NOW
+    )
     await api.app.state.broker.publish(feedback, stream=streams.FEEDBACK_RECORDED)
     found = (await api.get(f"/v1/users/{user['id']}/recommendations", params={"k": 5})).json()
     assert "2501.00001" not in {item["paper"]["id"] for item in found}

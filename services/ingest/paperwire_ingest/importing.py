@@ -1,7 +1,8 @@
-"""Importing one paper file: read and parse it, drop papers already seen, publish the rest.
+"""Importing paper files: read and parse each, drop papers already seen, publish the rest.
 
-Used by ``paperwire ingest FILE`` and by the inbox poller. The file is read in chunks off the event
-loop, so a 75,000-paper file neither blocks the service nor sits in memory whole.
+Used by ``paperwire ingest FILE`` (``import_files``) and by the inbox poller (``import_file``). A
+file is read in chunks off the event loop, so a 75,000-paper file neither blocks the service nor
+sits in memory whole.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import itertools
 import logging
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from faststream.redis import RedisBroker
-from paperwire_shared.events import PaperIngested
-from paperwire_shared.streams import PAPERS_INGESTED
 
 from paperwire_ingest.parsing import (
     SOURCES,
@@ -30,7 +29,9 @@ from paperwire_ingest.parsing import (
     detect_format,
     parse_lines,
 )
-from paperwire_ingest.seen import SeenPapers
+from paperwire_ingest.seen import RedisSeenPapers, SeenPapers
+from paperwire_shared.events import PaperIngested
+from paperwire_shared.streams import PAPERS_INGESTED, ensure_groups
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,28 @@ def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
 
 
-def _decode_head(head: bytes, path: Path) -> str:
+def _sniff(stream: BinaryIO, path: Path) -> Format:
+    try:
+        head = stream.read(_SNIFF_BYTES)
+        stream.seek(0)
+    except (OSError, EOFError) as exc:
+        raise IngestError(f"{path}: cannot read ({exc})") from None
     if b"\x00" in head:
         raise IngestError(f"{path}: a binary file, not JSON Lines or a saved papers page")
     try:
         # Not final: the head may end inside a multi-byte character.
-        return codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError as exc:
         raise IngestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if text.lstrip("\ufeff \t\r\n")[:1] == "[":
+        raise IngestError(f"{path}: a JSON array; write one JSON object per line (JSON Lines)")
+    fmt = detect_format(path.name, text)
+    if fmt is None:
+        raise IngestError(
+            f"{path}: unknown format: expected JSON Lines (one JSON object per line, "
+            ".jsonl) or a saved Hugging Face papers page (.txt)"
+        )
+    return fmt
 
 
 def open_papers(path: Path, *, now: datetime) -> tuple[Format, Lines]:
@@ -95,25 +110,10 @@ def open_papers(path: Path, *, now: datetime) -> tuple[Format, Lines]:
     except OSError as exc:
         raise IngestError(f"{path}: cannot open ({exc.strerror or exc})") from None
     try:
-        head = stream.read(_SNIFF_BYTES)
-        stream.seek(0)
-    except (OSError, EOFError) as exc:
-        stream.close()
-        raise IngestError(f"{path}: cannot read ({exc})") from None
-    try:
-        fmt = detect_format(path.name, _decode_head(head, path))
-    except IngestError:
+        fmt = _sniff(stream, path)
+    except BaseException:
         stream.close()
         raise
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
-        stream.close()
-        raise IngestError(f"{path}: a JSON array; write one JSON object per line (JSON Lines)")
-    if fmt is None:
-        stream.close()
-        raise IngestError(
-            f"{path}: unknown format: expected JSON Lines (one JSON object per line, "
-            ".jsonl) or a saved Hugging Face papers page (.txt)"
-        )
     text_lines = (raw.decode("utf-8", errors="replace") for raw in stream)
     return fmt, _closing(parse_lines(fmt, text_lines, now=now), stream)
 
@@ -193,6 +193,36 @@ async def import_file(
         with contextlib.suppress(ValueError):
             items.close()
     return report
+
+
+async def import_files(
+    paths: Sequence[Path],
+    redis_url: str,
+    *,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> list[ImportReport]:
+    """``paperwire ingest FILE...``: import each file in turn over its own connections.
+
+    Every file is opened and its format checked first, so a wrong path fails before anything is
+    published (``IngestError``). ``now`` defaults to the time each file starts.
+    """
+    for path in paths:
+        _, items = await asyncio.to_thread(open_papers, path, now=now or datetime.now(UTC))
+        items.close()
+    # Groups at 0 before the first event, so an embed worker started later reads everything.
+    await ensure_groups(redis_url)
+    seen = RedisSeenPapers.from_url(redis_url)
+    try:
+        async with RedisBroker(redis_url) as broker:
+            return [
+                await import_file(
+                    path, broker, seen, now=now or datetime.now(UTC), progress=progress
+                )
+                for path in paths
+            ]
+    finally:
+        await seen.aclose()
 
 
 async def _forget_quietly(seen: SeenPapers, papers: Sequence[PaperIngested]) -> None:

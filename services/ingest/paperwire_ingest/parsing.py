@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal, TypeAlias
 
-from paperwire_shared.events import PaperIngested
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
+
+from paperwire_shared.events import PaperIngested
 
 Format = Literal["jsonl", "hf-page"]
 # The `source` field of the events each format produces.

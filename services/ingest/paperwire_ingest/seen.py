@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import redis.asyncio as aioredis
+
 from paperwire_shared.events import PaperIngested
 
 SEEN_KEY = "paperwire:ingest:seen"

@@ -7,7 +7,6 @@ import asyncio
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker
 from faststream.redis.prometheus import RedisPrometheusMiddleware
-from paperwire_shared.service import stream_service
 from prometheus_client import CollectorRegistry
 
 from paperwire_notify import handlers
@@ -15,6 +14,7 @@ from paperwire_notify.config import Settings
 from paperwire_notify.ledger import Ledger
 from paperwire_notify.mailer import Mailer, SmtpMailer
 from paperwire_notify.metrics import NotifyMetrics
+from paperwire_shared.service import stream_service
 
 
 def create_app(

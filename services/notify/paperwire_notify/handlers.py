@@ -6,14 +6,14 @@ import asyncio
 import logging
 
 from faststream.redis import RedisBroker, StreamSub
-from paperwire_shared.events import DigestDue
-from paperwire_shared.streams import DIGESTS_DUE, MAX_RECORDS, NOTIFY_GROUP
 
 from paperwire_notify.config import Settings
 from paperwire_notify.ledger import Ledger
 from paperwire_notify.mailer import Mailer, PermanentSendError
 from paperwire_notify.metrics import NotifyMetrics
 from paperwire_notify.render import InvalidRecipient, message_id, render_digest
+from paperwire_shared.events import DigestDue
+from paperwire_shared.streams import DIGESTS_DUE, MAX_RECORDS, NOTIFY_GROUP
 
 log = logging.getLogger(__name__)
 

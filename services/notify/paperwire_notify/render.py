@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
 from paperwire_shared.events import DigestDue, RankedPaper
 
 ABSTRACT_CHARS = 300

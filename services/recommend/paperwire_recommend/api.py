@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from paperwire_shared.events import DigestDue
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from paperwire_recommend.digest import on_demand_key
@@ -15,6 +14,7 @@ from paperwire_recommend.encoder import EncoderUnavailable
 from paperwire_recommend.recommender import Recommender
 from paperwire_recommend.scheduler import Scheduler
 from paperwire_recommend.store import EmailTaken, Interest, Store, User
+from paperwire_shared.events import DigestDue
 
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$"
 PAPER_ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,200}$"

@@ -9,9 +9,6 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Response
 from faststream.redis import RedisBroker
 from faststream.redis.prometheus import RedisPrometheusMiddleware
-from paperwire_shared import streams
-from paperwire_shared.events import DigestDue
-from paperwire_shared.vectors import VectorStore, open_vector_store
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -22,6 +19,9 @@ from paperwire_recommend.metrics import Metrics
 from paperwire_recommend.recommender import Recommender
 from paperwire_recommend.scheduler import Scheduler
 from paperwire_recommend.store import Store
+from paperwire_shared import streams
+from paperwire_shared.events import DigestDue
+from paperwire_shared.vectors import VectorStore, open_vector_store
 
 
 def create_app(

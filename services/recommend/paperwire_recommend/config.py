@@ -11,11 +11,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # Shared settings come from their own names (REDIS_URL...); the rest from RECOMMEND_<FIELD>. The
+    # prefix keeps by-name lookups (populate_by_name, for the launcher) off generic names like PORT.
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, env_prefix="RECOMMEND_"
+    )
 
-    redis_url: str
-    qdrant_url: str | None = None
-    database_url: str | None = None
+    redis_url: str = Field(validation_alias="REDIS_URL")
+    qdrant_url: str | None = Field(default=None, validation_alias="QDRANT_URL")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(default=Path("data"), validation_alias="PAPERWIRE_DATA_DIR")
     host: str = Field(default="127.0.0.1", validation_alias="PAPERWIRE_API_HOST")
     port: int = Field(default=8000, validation_alias="PAPERWIRE_API_PORT")

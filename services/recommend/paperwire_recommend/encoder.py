@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 from faststream.redis import RedisBroker
+
 from paperwire_shared import streams
 from paperwire_shared.events import TextsEncoded, TextsToEncode
 

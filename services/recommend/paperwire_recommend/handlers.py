@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from faststream.redis import RedisBroker, StreamSub
-from paperwire_shared import streams
-from paperwire_shared.events import FeedbackRecorded, PaperEmbedded
 
 from paperwire_recommend.metrics import Metrics
 from paperwire_recommend.store import Store
+from paperwire_shared import streams
+from paperwire_shared.events import FeedbackRecorded, PaperEmbedded
 
 
 def register(broker: RedisBroker, *, store: Store, metrics: Metrics, consumer: str) -> None:

@@ -23,8 +23,40 @@ import numpy as np
 LEXICAL_WEIGHT = 0.25
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
-    "a an and are as at be by for from in into is it its of on or our that the their this to "
-    "using via we with without based new towards".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "our",
+        "that",
+        "the",
+        "their",
+        "this",
+        "to",
+        "using",
+        "via",
+        "we",
+        "with",
+        "without",
+        "based",
+        "new",
+        "towards",
+    ]
 )
 
 
@@ -95,7 +127,9 @@ def rank(
 ) -> list[Ranked]:
     """The ``k`` best papers among ``paper_ids`` (rows of unit ``vectors``), best first.
 
-    ``texts`` (title and abstract per paper) turn on word matching for text interests.
+    Interests take turns choosing their best remaining paper, so an interest with higher raw
+    scores (a crowded topic) cannot fill the whole list. ``texts`` (title and abstract per paper)
+    turn on word matching for text interests.
     """
     if not evidence or not paper_ids:
         return []
@@ -104,16 +138,26 @@ def rank(
     if texts is not None and lexical_weight:
         lexical, matched = lexical_scores(evidence, texts)
         scores = scores + lexical_weight * lexical
-    best = scores.argmax(axis=0)
-    top = scores[best, np.arange(len(paper_ids))]
-    ranked = []
-    for col in np.argsort(-top, kind="stable"):
-        if len(ranked) == k or top[col] < min_score:
-            break
-        if paper_ids[col] in exclude:
-            continue
-        reason = evidence[best[col]].reason
-        if matched is not None and (words := matched[best[col]][col]):
-            reason += f" ({', '.join(words[:3])})"
-        ranked.append(Ranked(paper_ids[col], float(top[col]), reason))
-    return ranked
+    blocked = np.array([p in exclude for p in paper_ids])
+    queues = []
+    for interest in dict.fromkeys(e.interest for e in evidence):
+        rows = [i for i, e in enumerate(evidence) if e.interest == interest]
+        best_row = np.asarray(rows)[scores[rows].argmax(axis=0)]
+        best = scores[best_row, np.arange(len(paper_ids))]
+        candidates = [c for c in np.argsort(-best, kind="stable") if best[c] >= min_score]
+        queues.append((iter(candidates), best_row, best))
+    chosen: dict[int, Ranked] = {}
+    while len(chosen) < k and queues:
+        for queue in list(queues):
+            order, best_row, best = queue
+            col = next((c for c in order if c not in chosen and not blocked[c]), None)
+            if col is None:
+                queues.remove(queue)
+                continue
+            reason = evidence[best_row[col]].reason
+            if matched is not None and (words := matched[best_row[col]][col]):
+                reason += f" ({', '.join(words[:3])})"
+            chosen[col] = Ranked(paper_ids[col], float(best[col]), reason)
+            if len(chosen) == k:
+                break
+    return sorted(chosen.values(), key=lambda r: -r.score)

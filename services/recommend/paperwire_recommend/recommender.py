@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from paperwire_shared.events import DigestDue, RankedPaper
-from paperwire_shared.vectors import VectorStore
 
 from paperwire_recommend.config import Settings
 from paperwire_recommend.encoder import TextEncoder
 from paperwire_recommend.ranking import Evidence, Ranked, rank
 from paperwire_recommend.store import Store, User
+from paperwire_shared.events import DigestDue, RankedPaper
+from paperwire_shared.vectors import StoredPaper, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class Recommender:
                     item.vector, max(k * 5, 50), exclude=exclude, published_since=published_since
                 ):
                     found.setdefault(hit.paper_id, hit)
-            return self.vectors.get(list(found), with_vectors=True)
+            stored = self.vectors.get(list(found), with_vectors=True)
+            return [p for p in stored if p.vector is not None]
 
         papers = await asyncio.to_thread(candidates)
         if not papers:
@@ -89,7 +90,7 @@ class Recommender:
         ranked = rank(
             evidence,
             [p.paper_id for p in papers],
-            np.stack([p.vector for p in papers]),
+            _matrix(papers),
             k=k,
             texts=[paper_text(p.payload) for p in papers],
         )
@@ -106,15 +107,16 @@ class Recommender:
             since = now - timedelta(days=self.settings.first_digest_lookback_days)
         exclude = await asyncio.to_thread(self.store.excluded_papers, user.id)
         exclude |= {s for i in user.interests for s in i.seed_paper_ids}
-        papers = await asyncio.to_thread(
+        found = await asyncio.to_thread(
             self.vectors.embedded_since, since.timestamp(), MAX_DIGEST_CANDIDATES
         )
+        papers = [p for p in found if p.vector is not None]
         if not papers:
             return "no new papers"
         ranked = rank(
             evidence,
             [p.paper_id for p in papers],
-            np.stack([p.vector for p in papers]),
+            _matrix(papers),
             k=user.max_papers,
             texts=[paper_text(p.payload) for p in papers],
             min_score=self.settings.min_score,
@@ -130,6 +132,11 @@ class Recommender:
             papers=tuple(ranked_paper(r, payloads[r.paper_id]) for r in ranked),
             created_at=now,
         )
+
+
+def _matrix(papers: list[StoredPaper]) -> np.ndarray:
+    """The papers' vectors as rows; callers keep only papers that have one."""
+    return np.stack([p.vector for p in papers if p.vector is not None])
 
 
 def paper_text(payload: dict[str, Any]) -> str:

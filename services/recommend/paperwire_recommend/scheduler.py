@@ -7,13 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from paperwire_shared.events import DigestDue
-
 from paperwire_recommend.config import Settings
 from paperwire_recommend.digest import period_key
 from paperwire_recommend.metrics import Metrics
 from paperwire_recommend.recommender import Recommender
 from paperwire_recommend.store import Store, User
+from paperwire_shared.events import DigestDue
 
 log = logging.getLogger(__name__)
 
