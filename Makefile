@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run demo test test-unit test-integration test-e2e lint bench clean
+.PHONY: install run demo test test-unit test-integration test-e2e test-faults lint bench clean
 
 install: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml shared/pyproject.toml services/*/pyproject.to
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e "shared[vectors]" -e services/ingest -e services/embed \
-		-e services/recommend -e services/notify -e ".[all,dev]"
+		-e "services/recommend[eval]" -e services/notify -e ".[all,dev]"
 	touch $@
 
 run: install
@@ -35,9 +35,16 @@ test-integration: install
 test-e2e: install
 	$(BIN)/pytest tests/e2e
 
+# Services as processes on a real Valkey, with crashes and outages injected (~1.5 min); `test` runs them too.
+test-faults: install
+	$(BIN)/pytest tests/faults
+
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/mypy -p paperwire_shared -p paperwire_ingest -p paperwire_embed -p paperwire_recommend -p paperwire_notify -p paperwire
+
+bench: install
+	$(BIN)/python -m pip install -q -r bench/requirements.txt && $(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -8,10 +8,11 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
+from redis.exceptions import RedisError
 
 from paperwire import launcher, stack
 
@@ -60,6 +61,9 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from paperwire_ingest.importing import IngestError, import_files
 
     redis_url = _redis_url(args.data_dir)
+    if [str(f) for f in args.files] in (["arxiv"], ["hf"]):
+        _ingest_source(str(args.files[0]), redis_url, args)
+        return
     try:
         reports = asyncio.run(import_files(args.files, redis_url))
     except IngestError as exc:
@@ -77,6 +81,39 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         asyncio.run(wait_until_embedded(redis_url))
 
 
+def _ingest_source(source: str, redis_url: str, args: argparse.Namespace) -> None:
+    from paperwire_ingest.commands import ingest_source
+    from paperwire_ingest.sources.http import SourceError
+
+    try:
+        print(
+            ingest_source(
+                source,
+                redis_url,
+                categories=args.categories,
+                start=args.start,
+                until=args.until,
+                day=args.date,
+                restart=args.restart,
+            )
+        )
+    except (ValueError, SourceError, RedisError) as exc:
+        raise CliError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to go on from where it stopped")
+        raise
+    if args.wait:
+        from paperwire.progress import wait_until_embedded
+
+        asyncio.run(wait_until_embedded(redis_url))
+
+
+def cmd_sources(args: argparse.Namespace) -> None:
+    from paperwire_ingest.commands import source_report
+
+    print("\n".join(asyncio.run(source_report(_redis_url(args.data_dir)))))
+
+
 def _find_user(client: httpx.Client, email: str) -> dict:
     response = client.get("/v1/users", params={"email": email})
     response.raise_for_status()
@@ -89,7 +126,11 @@ def _find_user(client: httpx.Client, email: str) -> dict:
 def cmd_digest(args: argparse.Namespace) -> None:
     if not args.now:
         raise CliError("digests go out on each user's schedule; add --now to send one immediately")
-    with httpx.Client(base_url=_api_url(args.data_dir), timeout=60) as client:
+    from paperwire_recommend.auth import client_headers
+
+    with httpx.Client(
+        base_url=_api_url(args.data_dir), headers=client_headers(args.data_dir), timeout=60
+    ) as client:
         user = _find_user(client, args.user)
         response = client.post(f"/v1/users/{user['id']}/digest")
         if response.status_code >= 400:
@@ -131,6 +172,64 @@ def cmd_outbox(args: argparse.Namespace) -> None:
         print(f"{when}  to {m.message['To']}  {m.message['Subject']}")
 
 
+def cmd_dlq(args: argparse.Namespace) -> None:
+    from paperwire_shared import deadletters
+
+    try:
+        lines = asyncio.run(
+            deadletters.command(
+                _redis_url(args.data_dir),
+                args.action,
+                ids=args.ids,
+                stream=args.stream,
+                every=args.all,
+                limit=args.limit,
+                json_output=args.json,
+            )
+        )
+    except deadletters.NotFound as exc:
+        raise CliError(f"no dead letter with id {exc}") from exc
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    print("\n".join(lines))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from paperwire import status
+
+    redis_url = _redis_url(args.data_dir)
+    # The single node's SQLite file, unless DATABASE_URL names the database (containers).
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url and (args.data_dir / "paperwire.db").exists():
+        database_url = f"sqlite:///{args.data_dir / 'paperwire.db'}"
+    try:
+        found = asyncio.run(status.gather(redis_url, database_url, datetime.now(UTC)))
+    except (OSError, RedisError) as exc:
+        raise CliError(f"cannot read the streams at {status.redacted(redis_url)}: {exc}") from exc
+    print(status.as_json(found) if args.json else status.render(found))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    try:
+        from paperwire_recommend import evaluation
+    except ImportError as exc:  # scikit-learn comes with paperwire-recommend[eval]
+        raise CliError(f"paperwire eval needs the eval extra: {exc}") from exc
+
+    if args.users is not None and args.users < 1:
+        raise CliError("--users needs a positive number")
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        report = evaluation.run(
+            args.data, args.protocol, users=args.users, seed=args.seed, progress=progress
+        )
+    except evaluation.EvalError as exc:
+        raise CliError(str(exc)) from exc
+    print(json.dumps(report, indent=2) if args.json else evaluation.table(report))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from paperwire.demo import run_demo
 
@@ -165,13 +264,33 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     ingest = sub.add_parser(
-        "ingest", help="import papers from JSON Lines or a saved HF papers page"
+        "ingest",
+        help="import papers from files (JSON Lines, a saved HF papers page), arXiv or HF",
+        description="FILE...: import files. `arxiv --categories C --from DATE [--until DATE]`: "
+        "harvest arXiv through OAI-PMH, resuming an interrupted run. `hf [--date DATE]`: one "
+        "day of Hugging Face daily papers.",
     )
-    ingest.add_argument("files", nargs="+", type=Path)
+    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE|arxiv|hf")
     ingest.add_argument(
         "--wait", action="store_true", help="return once every paper is embedded, showing progress"
     )
+    ingest.add_argument(
+        "--categories",
+        type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+        help="arxiv: comma-separated categories, e.g. cs.LG,cs.CL (default INGEST_ARXIV_CATEGORIES)",
+    )
+    ingest.add_argument("--from", dest="start", type=date.fromisoformat, help="arxiv: first day")
+    ingest.add_argument("--until", type=date.fromisoformat, help="arxiv: last day (default today)")
+    ingest.add_argument(
+        "--date", type=date.fromisoformat, help="hf: the listing's day (default today)"
+    )
+    ingest.add_argument(
+        "--restart", action="store_true", help="arxiv: forget this range's checkpoint first"
+    )
     ingest.set_defaults(func=cmd_ingest)
+
+    sources = sub.add_parser("sources", help="status of the network sources and backfills")
+    sources.set_defaults(func=cmd_sources)
 
     digest = sub.add_parser("digest", help="send a user's digest")
     digest.add_argument("--user", required=True, metavar="EMAIL")
@@ -182,9 +301,39 @@ def parser() -> argparse.ArgumentParser:
     outbox.add_argument("--json", action="store_true")
     outbox.set_defaults(func=cmd_outbox)
 
+    dlq = sub.add_parser("dlq", help="entries no consumer could handle: list, show, replay, drop")
+    dlq.add_argument("action", choices=("list", "show", "replay", "drop"))
+    dlq.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids (from `dlq list`)")
+    dlq.add_argument("--stream", help="only the dead letters that came from this stream")
+    dlq.add_argument("--all", action="store_true", help="replay or drop every dead letter")
+    dlq.add_argument("--limit", type=int, help="list at most this many")
+    dlq.add_argument("--json", action="store_true", help="list as JSON")
+    dlq.set_defaults(func=cmd_dlq)
+
+    status = sub.add_parser(
+        "status", help="the pipeline on one screen: streams, groups, sources, today's digests"
+    )
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
     demo = sub.add_parser("demo", help="offline demo: sample papers in, a digest in the outbox")
     demo.add_argument("--port", type=int, default=8000)
     demo.set_defaults(func=cmd_demo)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="offline evaluation of the ranking against peer methods on a dataset",
+        description="Recall@10, Recall@50 and nDCG@10 of paperwire's ranking and of each peer "
+        "method on a dataset (papers.jsonl + interactions.csv). warm: 20%% of each library "
+        "(users with 10+ papers) held out, every unsaved paper a candidate; cold: 20%% of the "
+        "papers held out with all their saves, only they are candidates.",
+    )
+    evaluate.add_argument("--data", type=Path, required=True, metavar="DIR")
+    evaluate.add_argument("--protocol", choices=("warm", "cold"), default="warm")
+    evaluate.add_argument("--users", type=int, metavar="N", help="sample N users (default all)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_eval)
     return top
 
 

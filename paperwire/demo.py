@@ -47,6 +47,7 @@ async def wait_for_mail(outbox: Path, count: int, timeout: float = 60) -> stack.
 
 async def run_demo(data_dir: Path, port: int) -> None:
     from paperwire_ingest.importing import import_files
+    from paperwire_recommend.auth import client_headers
 
     print(f"starting paperwire on {data_dir} ...")
     async with single_node(data_dir, port) as node:
@@ -57,7 +58,8 @@ async def run_demo(data_dir: Path, port: int) -> None:
         [report] = await import_files([SAMPLE], node.redis_url)
         print(f"imported {report.published} sample papers ({report.duplicates} already known)")
         await wait_until_embedded(node.redis_url)
-        async with httpx.AsyncClient(base_url=node.api_url, timeout=60) as api:
+        headers = client_headers(data_dir)
+        async with httpx.AsyncClient(base_url=node.api_url, headers=headers, timeout=60) as api:
             found = (await api.get("/v1/users", params={"email": DEMO_USER["email"]})).json()
             if found:
                 user = found[0]

@@ -142,6 +142,9 @@ async def single_node(
             path.write_text(json.dumps(asdict(found)))
             parts.callback(path.unlink, missing_ok=True)
             log.info("paperwire is running: API %s/docs", api_url)
+            if not recommend_settings.api_key:
+                # Where, never what: the key itself stays out of the log.
+                log.info("the API's admin key is in %s", data_dir / "api_key")
             yield found
 
 

@@ -94,6 +94,9 @@ def start_smtp_sink(outbox: Path, port: int | None = None) -> Controller:
     """An SMTP server on loopback that keeps every message in the Maildir ``outbox``."""
     outbox.parent.mkdir(parents=True, exist_ok=True)
     mailbox.Maildir(str(outbox), create=True)  # makes cur/ new/ tmp/, which the handler expects
+    # aiosmtpd logs every line of the SMTP conversation at INFO ("RCPT TO:<address>"); paperwire
+    # logs no address (tests/integration/test_privacy.py), so its sink keeps to warnings.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(Mailbox(outbox), hostname="127.0.0.1", port=port or free_port())
     controller.start()
     log.info("SMTP sink listening on 127.0.0.1:%s, keeping mail in %s", controller.port, outbox)

@@ -73,6 +73,35 @@ class DigestDue(Event):
     email: str
     papers: tuple[RankedPaper, ...]
     created_at: datetime
+    # Set only on a digest with no papers that the user asked for anyway ("send even when empty"):
+    # why there is nothing, for the email to say so.
+    empty_reason: str | None = None
+
+
+class DigestSent(Event):
+    """notify handed a digest to the mail server. Idempotency key: ``digest_key``."""
+
+    digest_key: str
+    user_id: str
+    message_id: str
+    sent_at: datetime
+
+
+class DigestFailed(Event):
+    """A send attempt failed. Idempotency key: ``digest_key`` + ``attempts``.
+
+    ``retry_at`` set: a transient failure (SMTP 4xx, timeout, dropped connection); the digest is to be
+    handed over again from then. ``retry_at`` None: final. ``bounced``: the server refused the
+    address (5xx), which counts towards suppressing it.
+    """
+
+    digest_key: str
+    user_id: str
+    reason: str
+    attempts: int = 1
+    retry_at: datetime | None = None
+    bounced: bool = False
+    failed_at: datetime
 
 
 FeedbackKind = Literal["like", "dislike", "save", "click"]

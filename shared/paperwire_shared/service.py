@@ -16,7 +16,9 @@ from faststream.redis import RedisBroker
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from paperwire_shared.janitor import run_janitor
 from paperwire_shared.streams import ensure_groups
+from paperwire_shared.streamstats import StreamStatsCollector
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,14 @@ def stream_service(
     on_shutdown: Sequence[Callable[[], Any]] = (),
     after_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> AsgiFastStream:
-    """An ASGI app running ``broker``; groups are created at 0 first unless ``redis_url`` is None."""
+    """An ASGI app running ``broker``; groups are created at 0 first unless ``redis_url`` is None.
+
+    /metrics also reports the state of every stream and group (see streamstats.py), read from
+    ``redis_url`` at each scrape; with None those families are exported empty. With a
+    ``redis_url`` the service also runs the stream janitor (janitor.py): any number may run.
+    """
+    stream_stats = StreamStatsCollector(redis_url)
+    registry.register(stream_stats)
 
     @get(include_in_schema=False)
     async def healthz(scope: Any) -> AsgiResponse:
@@ -57,6 +66,7 @@ def stream_service(
 
     @get(include_in_schema=False)
     async def metrics(scope: Any) -> AsgiResponse:
+        await stream_stats.refresh()
         return AsgiResponse(
             generate_latest(registry), 200, headers={"content-type": CONTENT_TYPE_LATEST}
         )
@@ -65,11 +75,22 @@ def stream_service(
         if redis_url is not None:
             await ensure_groups(redis_url)
 
+    janitor: list[asyncio.Task[None]] = []
+
+    async def start_janitor() -> None:
+        if redis_url is not None:
+            janitor.append(asyncio.create_task(run_janitor(redis_url), name="stream-janitor"))
+
+    async def stop_janitor() -> None:
+        for task in janitor:
+            task.cancel()
+        await asyncio.gather(*janitor, return_exceptions=True)
+
     return AsgiFastStream(
         broker,
         asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)],
         on_startup=[create_groups, *on_startup],
-        after_startup=list(after_startup),
-        on_shutdown=list(on_shutdown),
-        after_shutdown=list(after_shutdown),
+        after_startup=[*after_startup, start_janitor],
+        on_shutdown=[stop_janitor, *on_shutdown],
+        after_shutdown=[*after_shutdown, stream_stats.aclose],
     )

@@ -13,6 +13,9 @@ PAPERS_INGESTED = "paperwire.papers.ingested"
 PAPERS_EMBEDDED = "paperwire.papers.embedded"
 DIGESTS_DUE = "paperwire.digests.due"
 FEEDBACK_RECORDED = "paperwire.feedback.recorded"
+# What became of each digest, reported by notify to recommend's delivery log.
+DIGESTS_SENT = "paperwire.digests.sent"
+DIGESTS_FAILED = "paperwire.digests.failed"
 TEXTS_TO_ENCODE = "paperwire.texts.to-encode"
 # Entries a consumer could not decode or handle, each with the original body and the cause.
 DEAD_LETTERS = "paperwire.dead-letters"
@@ -28,6 +31,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     PAPERS_EMBEDDED: (RECOMMEND_GROUP,),
     FEEDBACK_RECORDED: (RECOMMEND_GROUP,),
     DIGESTS_DUE: (NOTIFY_GROUP,),
+    DIGESTS_SENT: (RECOMMEND_GROUP,),
+    DIGESTS_FAILED: (RECOMMEND_GROUP,),
 }
 
 # One read takes at most this many entries, so one consumer never swallows the whole backlog.

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from paperwire.stack import free_port
+from tests.support.auth import admin_headers, bearer
 
 pytestmark = pytest.mark.model
 
@@ -122,8 +123,14 @@ def test_paper_file_in_personalised_email_out_and_nothing_left_behind(running_st
             ],
             "max_papers": 5,
         },
+        headers=admin_headers(data_dir),
     )
     assert created.status_code == 201, created.text
+    # The API answers the user's own token, and nobody without a credential.
+    user_id, token = created.json()["id"], created.json()["token"]
+    mine = httpx.get(f"{api}/v1/users/{user_id}/schedule", headers=bearer(token), timeout=10)
+    assert mine.status_code == 200, mine.text
+    assert httpx.get(f"{api}/v1/users/{user_id}/schedule", timeout=10).status_code == 401
 
     digest = paperwire(data_dir, "digest", "--user", email, "--now")
     assert digest.returncode == 0, digest.stderr

@@ -95,21 +95,40 @@ async def test_digest_published_twice_reaches_the_outbox_once(
     assert row is not None and row.state == "sent" and row.attempts == 1
 
 
-async def test_unreachable_mail_server_leaves_the_digest_pending(
+async def test_digest_waits_while_the_mail_server_is_down_and_is_sent_once_it_is_back(
     redis_url: str, tmp_path: Path
 ) -> None:
+    port = free_port()
     settings = Settings(
         redis_url=redis_url,
-        smtp_url=f"smtp://127.0.0.1:{free_port()}",  # nothing listens there
+        smtp_url=f"smtp://127.0.0.1:{port}",  # nothing listens there yet
         data_dir=tmp_path,
         consumer="it",
+        send_retry_delays=(),
     )
     app = create_app(settings)
-    async with TestApp(app):
-        entry = await app.broker.publish(digest(), stream=DIGESTS_DUE)
+    outbox = tmp_path / "outbox"
+    sink = None
+    try:
+        async with TestApp(app):
+            entry = await app.broker.publish(digest(), stream=DIGESTS_DUE)
 
-        async def attempt_failed() -> bool:
-            return await asyncio.to_thread(delivery_state, settings.database_url) == "failed"
+            async def read_and_held() -> bool:
+                return await group_state(redis_url) == (entry, 1)
 
-        await eventually(attempt_failed)
-        assert await group_state(redis_url) == (entry, 1)
+            # notify holds the digest while its mail server is down: nothing lost, nothing failed.
+            await eventually(read_and_held)
+            assert await asyncio.to_thread(delivery_state, settings.database_url) is None
+
+            sink = start_smtp_sink(outbox, port=port)
+
+            async def acked() -> bool:
+                return await group_state(redis_url) == (entry, 0)
+
+            await eventually(acked)
+    finally:
+        if sink is not None:
+            sink.stop()
+
+    assert len(read_outbox(outbox)) == 1
+    assert await asyncio.to_thread(delivery_state, settings.database_url) == "sent"

@@ -359,3 +359,128 @@ def test_every_file_compose_mounts_from_the_repo_exists() -> None:
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+# The Compose Specification, and what the file names beyond the paperwire containers
+
+COMPOSE_SCHEMA = ROOT / "deploy" / "compose-spec" / "compose-spec.json"
+# Ports the third-party images listen on (their documented defaults; compose changes none).
+THIRD_PARTY_PORTS = {"mailpit": {1025, 8025}, "prometheus": {9090}, "grafana": {3000}}
+
+
+def schema_errors(document: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    # The file says draft-07 as "https://json-schema.org/draft-07/schema" (no "#"), which
+    # jsonschema does not recognise: name the draft here.
+    validator = jsonschema.Draft7Validator(json.loads(COMPOSE_SCHEMA.read_text()))
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+def mounts(spec: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path (or volume name) of a service's volumes."""
+    return {v.split(":")[1]: v.split(":")[0] for v in spec.get("volumes") or []}
+
+
+def project_version(service: str) -> str:
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
+    return pyproject["project"]["version"]
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    assert schema_errors(COMPOSE) == []
+    # The schema is live: a misspelt key in a service is refused.
+    broken = json.loads(json.dumps(COMPOSE))
+    broken["services"]["redis"]["heathcheck"] = broken["services"]["redis"].pop("healthcheck")
+    assert any("heathcheck" in error for error in schema_errors(broken))
+
+
+def test_every_image_compose_pulls_is_pinned_to_a_version() -> None:
+    for name, spec in COMPOSE["services"].items():
+        if "build" in spec:
+            continue
+        repository, _, tag = spec["image"].rpartition(":")
+        assert repository and tag and tag != "latest", f"{name}: pin {spec['image']}"
+
+
+def test_images_compose_builds_are_named_after_their_service_and_version() -> None:
+    # deploy/k8s runs these tags (checked in test_k8s_manifests.py).
+    for name, spec in built().items():
+        service = service_of(name)
+        assert spec["image"] == f"paperwire-{service}:{project_version(service)}"
+
+
+def test_every_published_port_reaches_a_port_the_container_listens_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = set()
+    for name, spec in COMPOSE["services"].items():
+        for port in spec.get("ports") or []:
+            host_ip, host_port, container_port = str(port).split(":")
+            # The API has no authentication and Mailpit shows every email: local only.
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+            assert host_port not in seen, f"{name}: host port {host_port} published twice"
+            seen.add(host_port)
+            if name in built():
+                listens = {settings_from_compose(name, monkeypatch).port}
+            else:
+                listens = THIRD_PARTY_PORTS[name]
+            assert int(container_port) in listens, f"{name}: nothing listens on {container_port}"
+
+
+def test_prometheus_loads_the_alert_rules_compose_mounts_beside_its_config() -> None:
+    prometheus = mounts(COMPOSE["services"]["prometheus"])
+    config_dir = Path("/etc/prometheus/prometheus.yml").parent
+    for rule_file in PROMETHEUS["rule_files"]:
+        target = str(config_dir / rule_file)
+        assert target in prometheus, f"prometheus.yml loads {target}, which compose does not mount"
+        assert (ROOT / prometheus[target]).resolve() == (
+            ROOT / "deploy" / "prometheus" / rule_file
+        ).resolve()
+
+
+def test_grafana_runs_under_the_observability_profile_with_the_repo_dashboards() -> None:
+    grafana = COMPOSE["services"]["grafana"]
+    assert grafana["profiles"] == ["observability"]
+    volumes = mounts(grafana)
+    provisioning = ROOT / volumes["/etc/grafana/provisioning"]
+    assert provisioning.resolve() == (ROOT / "deploy" / "grafana" / "provisioning").resolve()
+    # The dashboard provider reads the folder compose mounts the dashboards into.
+    for provider_file in (provisioning / "dashboards").glob("*.yml"):
+        for provider in yaml.safe_load(provider_file.read_text())["providers"]:
+            path = provider["options"]["path"]
+            assert path in volumes, f"{provider_file}: {path} is not mounted"
+            assert list((ROOT / volumes[path]).glob("*.json")), f"no dashboards in {path}"
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    folder, file = str(Path(home).parent), Path(home).name
+    assert (ROOT / volumes[folder] / file).is_file(), f"home dashboard {home} does not exist"
+
+
+def test_grafana_datasource_is_the_compose_prometheus() -> None:
+    datasources = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
+    urls = [
+        urlsplit(source["url"])
+        for file in datasources.glob("*.yml")
+        for source in yaml.safe_load(file.read_text())["datasources"]
+    ]
+    assert urls, "no datasource provisioned"
+    for url in urls:
+        assert url.hostname in COMPOSE["services"], f"{url.hostname} is not a compose service"
+        assert url.port in THIRD_PARTY_PORTS[url.hostname]
+    grafana = COMPOSE["services"]["grafana"]
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def test_recommend_and_notify_sign_links_with_the_same_key() -> None:
+    # Unset, each uses the development key in its /data: one volume makes it one key.
+    services = COMPOSE["services"]
+    recommend, notify = services["recommend"], services["notify"]
+    for key in ("PAPERWIRE_SECRET_KEY", "PAPERWIRE_ENV"):
+        assert recommend["environment"][key] == notify["environment"][key], key
+    assert mounts(recommend)["/data"] == mounts(notify)["/data"]
+    assert environment(recommend)["PAPERWIRE_DATA_DIR"] == "/data"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from html.parser import HTMLParser
 
 import pytest
 
 from paperwire_notify.render import InvalidRecipient, render_digest, shorten, shorten_authors
 from paperwire_shared.events import DigestDue, RankedPaper
+from paperwire_shared.links import LinkSigner
 
 SENDER = "paperwire <digest@paperwire.localhost>"
 
@@ -92,7 +95,8 @@ def test_title_with_script_is_escaped_in_html() -> None:
     _, html = parts(render_digest(digest(evil), sender=SENDER, base_url=None))
 
     assert "<script>" not in html
-    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; friends" in html
+    # The CSS inliner reserialises the page: quotes in text need no escaping there.
+    assert "&lt;script&gt;alert('x')&lt;/script&gt; &amp; friends" in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html
 
 
@@ -160,3 +164,113 @@ def test_a_recipient_that_is_not_one_address_is_refused(email: str) -> None:
     with pytest.raises(InvalidRecipient) as err:
         render_digest(bad, sender=SENDER, base_url=None)
     assert "example.org" not in str(err.value)
+
+
+# Signed links, one-click unsubscribe, CSS inlining, the per-user cap
+
+KEY = "k" * 8 + "0123456789abcdefghijklmnopqrstuvwxyz"
+BASE = "https://paperwire.example.org"
+
+
+def linked(*papers: RankedPaper, max_papers: int = 50) -> EmailMessage:
+    return render_digest(
+        digest(*papers),
+        sender=SENDER,
+        base_url=BASE,
+        signer=LinkSigner([KEY]),
+        max_papers=max_papers,
+    )
+
+
+def test_each_paper_has_four_feedback_links_that_verify_to_their_action() -> None:
+    _, html = parts(linked(paper(1)))
+
+    tokens = re.findall(rf'href="{BASE}/feedback/([^"]+)"', html)
+    actions = [LinkSigner([KEY]).verify("feedback", t) for t in tokens]
+
+    assert [(a.data["k"], a.data.get("r")) for a in actions] == [
+        ("like", None),
+        ("dislike", None),
+        ("dislike", "off-topic"),
+        ("dislike", "low quality"),
+    ]
+    assert {a.data["p"] for a in actions} == {"arxiv:2611.00001"}
+    assert {a.user_id for a in actions} == {"user-1"}
+    assert len({a.token_id for a in actions}) == 4  # each acts once
+    for label in ("👍 More like this", "👎 Less like this", "off-topic", "low quality"):
+        assert label in html
+
+
+def test_no_link_carries_the_email_address() -> None:
+    text, html = parts(linked(paper(1)))
+
+    for url in re.findall(r"https?://\S+", text) + re.findall(r'href="([^"]+)"', html):
+        assert "reader" not in url and "%40" not in url and "@" not in url
+
+
+def test_one_click_unsubscribe_headers_survive_the_wire_unfolded() -> None:
+    msg = reparsed(linked(paper(1)))
+
+    header = msg["List-Unsubscribe"]
+    assert header.startswith(f"<{BASE}/unsubscribe/") and header.endswith(">")
+    token = header[len(f"<{BASE}/unsubscribe/") : -1]
+    assert LinkSigner([KEY]).verify("unsubscribe", token).user_id == "user-1"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    wire = linked(paper(1)).as_string()
+    [line] = [line for line in wire.splitlines() if line.startswith("List-Unsubscribe:")]
+    assert "=?utf-8?" not in line  # a folded long URL would be RFC 2047-encoded
+
+
+def test_without_a_base_url_there_are_no_links_back_and_no_unsubscribe_header() -> None:
+    msg = render_digest(digest(), sender=SENDER, base_url=None, signer=LinkSigner([KEY]))
+
+    assert msg["List-Unsubscribe"] is None
+    assert "/feedback/" not in parts(msg)[1]
+
+
+def test_css_is_inlined_on_the_elements() -> None:
+    _, html = parts(linked(paper(1)))
+
+    assert re.search(r'<h2 style="[^"]*font-size: 17px', html)
+    assert re.search(r'<p class="why" style="[^"]*color: #57606a', html)
+    # Only the @media rules stay in a <style> block.
+    for block in re.findall(r"<style>(.*?)</style>", html, re.S):
+        assert block.strip().startswith("@media")
+
+
+def test_an_email_lists_at_most_max_papers() -> None:
+    text, html = parts(linked(*(paper(n) for n in range(1, 8)), max_papers=3))
+
+    assert "Sparse attention, part 3" in html and "Sparse attention, part 4" not in html
+    assert "Sparse attention, part 4" not in text
+
+
+def test_hostile_fields_stay_text_in_both_parts_and_links() -> None:
+    evil = paper(
+        1,
+        title='"><img src=x onerror=alert(1)>\r\nBcc: victim@example.com',
+        authors=("<a href='javascript:x'>Mallory</a>",),
+        abstract="</p><script>steal()</script>",
+        reason='" onmouseover="alert(1)',
+    )
+    msg = linked(evil)
+    _, html = parts(msg)
+
+    tags = Tags()
+    tags.feed(html)
+    assert not {"img", "script"} & {tag for tag, _ in tags.found}
+    for _, attrs in tags.found:
+        assert not any(name.startswith("on") for name, _ in attrs)
+        assert not any((value or "").startswith("javascript:") for _, value in attrs)
+    assert reparsed(msg)["Bcc"] is None
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page, with its attributes, as a browser would read them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, attrs))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import time_machine
 from faststream.redis import RedisBroker, TestRedisBroker
 
 from paperwire_recommend.app import create_app
@@ -16,6 +17,7 @@ from paperwire_shared import streams
 from paperwire_shared.events import DigestDue, FeedbackRecorded
 from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
 from tests.fakes import HashingEncoder, LocalTextEncoder
+from tests.support.auth import admin_headers
 
 NOW = datetime.now(UTC)
 PAPERS = {
@@ -71,7 +73,9 @@ async def api(tmp_path: Path):
 
     async with TestRedisBroker(broker):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=admin_headers(tmp_path)
+        ) as client:
             client.due = due  # type: ignore[attr-defined]
             client.app = app  # type: ignore[attr-defined]
             yield client
@@ -160,9 +164,11 @@ async def test_disliked_paper_is_not_recommended_again(api):
 
 
 async def test_scheduler_sends_one_digest_per_day_however_often_it_ticks(api):
-    await create(api)
+    monday = datetime(2026, 11, 23, 5, tzinfo=UTC)  # an arXiv announcement day
+    with time_machine.travel(monday, tick=False):
+        await create(api)
     scheduler = api.app.state.scheduler
-    morning = NOW.replace(hour=7)
+    morning = monday.replace(hour=7)
     await scheduler.tick(morning)
     await scheduler.tick(morning + timedelta(minutes=1))
     assert len(api.due) == 1

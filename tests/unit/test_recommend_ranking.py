@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
 
-from paperwire_recommend.digest import on_demand_key, period_key
+from paperwire_recommend.digest import Schedule, on_demand_key, period_key
 from paperwire_recommend.ranking import Evidence, rank, terms
 
 
@@ -58,21 +58,18 @@ def test_no_evidence_ranks_nothing():
     assert rank([], PAPERS, VECTORS, k=3) == []
 
 
-def test_a_daily_digest_is_due_once_a_day_from_the_digest_hour():
-    early = datetime(2026, 11, 27, 5, 59, tzinfo=UTC)
-    later = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
-    assert period_key("u", "daily", early, digest_hour=6) is None
-    assert period_key("u", "daily", later, 6) == period_key("u", "daily", later.replace(hour=6), 6)
-    assert period_key("u", "daily", later, 6) != period_key("u", "daily", later.replace(day=28), 6)
+def test_a_daily_digest_has_one_key_per_local_day():
+    daily = Schedule(frequency="daily")
+    assert period_key("u", daily, date(2026, 11, 27)) == "u/2026-11-27"
+    assert period_key("u", daily, date(2026, 11, 27)) != period_key("u", daily, date(2026, 11, 28))
 
 
 def test_a_weekly_digest_has_one_key_per_iso_week_and_off_has_none():
-    monday = datetime(2026, 11, 23, 9, tzinfo=UTC)
-    sunday = datetime(2026, 11, 29, 9, tzinfo=UTC)
-    assert (
-        period_key("u", "weekly", monday, 6) == period_key("u", "weekly", sunday, 6) == "u/2026-W48"
-    )
-    assert period_key("u", "off", monday, 6) is None
+    weekly = Schedule(frequency="weekly")
+    monday, sunday = date(2026, 11, 23), date(2026, 11, 29)
+    assert period_key("u", weekly, monday) == period_key("u", weekly, sunday) == "u/2026-W48"
+    with pytest.raises(ValueError):
+        period_key("u", Schedule(frequency="off"), monday)
 
 
 def test_on_demand_digests_get_distinct_keys():

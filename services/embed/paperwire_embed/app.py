@@ -13,6 +13,8 @@ from paperwire_embed import handlers
 from paperwire_embed.config import Settings
 from paperwire_embed.encoder import Encoder, SentenceTransformerEncoder
 from paperwire_embed.metrics import Metrics
+from paperwire_shared import streams
+from paperwire_shared.delivery import DeliveryPolicy, StreamConsumer
 from paperwire_shared.service import stream_service
 from paperwire_shared.vectors import VectorStore, open_vector_store
 
@@ -31,24 +33,37 @@ def create_app(
             settings.redis_url,
             middlewares=[RedisPrometheusMiddleware(registry=registry, app_name="embed")],
         )
-    encoder = encoder or SentenceTransformerEncoder(settings.embed_model, settings.batch_size)
+    encoder = encoder or SentenceTransformerEncoder(
+        settings.embed_model, settings.batch_size, settings.backend
+    )
     owns_store = store is None
     vectors = store or open_vector_store(settings.qdrant_url, settings.qdrant_path)
+
+    async def qdrant_ready() -> bool:
+        return await asyncio.to_thread(vectors.ping)
+
+    consumer = StreamConsumer(
+        broker,
+        group=streams.EMBED_GROUP,
+        consumer=settings.consumer,
+        policy=DeliveryPolicy(
+            reclaim_after=settings.reclaim_after_seconds, max_deliveries=settings.max_deliveries
+        ),
+        dependencies={"qdrant": qdrant_ready},
+        registry=registry,
+    )
     handlers.register(
         broker,
         encoder=encoder,
         store=vectors,
         metrics=Metrics(registry),
-        consumer=settings.consumer,
+        consumer=consumer,
         batch_size=settings.batch_size,
     )
 
     async def warm_up() -> None:
         # Load the model before the first batch arrives, off the event loop.
         await asyncio.to_thread(encoder.encode, ["warm-up"])
-
-    async def qdrant_ready() -> bool:
-        return await asyncio.to_thread(vectors.ping)
 
     async def close_store() -> None:
         if owns_store:

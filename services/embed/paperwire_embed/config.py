@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,13 @@ class Settings(BaseSettings):
     embed_model: str | None = Field(default=None, validation_alias="EMBED_MODEL")
     # 32 title+abstracts per forward pass: larger batches gained nothing on 2 cores and cost memory.
     batch_size: int = Field(default=32, ge=1, le=512)
+    # EMBED_BACKEND. "openvino" (needs paperwire-embed[openvino]) runs the same model 2.5-4x faster
+    # on the benchmark machine, vectors within cosine 0.9999 of torch's (bench/RESULTS.md).
+    backend: Literal["torch", "openvino"] = "torch"
+    # A pending entry with no heartbeat for this long is taken over by another consumer (a crashed
+    # worker's batch); one that failed this many times, with Qdrant and Redis up, is dead-lettered.
+    reclaim_after_seconds: float = Field(default=60, gt=0)
+    max_deliveries: int = Field(default=5, ge=1)
     port: int = 8002
     consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 

@@ -7,15 +7,20 @@ import logging
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
 
-from faststream.redis import RedisBroker, StreamSub
-from pydantic import ValidationError
+from faststream.redis import RedisBroker
 
 from paperwire_embed.encoder import Encoder
 from paperwire_embed.metrics import Metrics
-from paperwire_embed.planning import latest_versions, needs_encoding, payload_for
+from paperwire_embed.planning import (
+    is_stale,
+    latest_versions,
+    needs_encoding,
+    payload_for,
+    unchanged,
+)
 from paperwire_shared import streams
+from paperwire_shared.delivery import StreamConsumer
 from paperwire_shared.events import PaperEmbedded, PaperIngested, TextsEncoded, TextsToEncode
 from paperwire_shared.vectors import StoredPaper, VectorStore
 
@@ -28,6 +33,8 @@ def embed_papers(
     """Store a vector for each paper, running the model only on text not embedded before."""
     papers = latest_versions(papers)
     stored = {s.paper_id: s for s in store.get([p.paper_id for p in papers], with_vectors=True)}
+    # Handling an event again changes nothing, and an older one never undoes a newer one.
+    papers = [p for p in papers if not is_stale(p, stored.get(p.paper_id))]
     fresh = [p for p in papers if needs_encoding(p, stored.get(p.paper_id), encoder.name)]
     vectors = {}
     if fresh:
@@ -44,7 +51,13 @@ def embed_papers(
         )
         for p in papers
     ]
-    store.upsert(points)
+    store.upsert(
+        [
+            p
+            for p in points
+            if p.paper_id in vectors or not unchanged(p.payload, stored.get(p.paper_id))
+        ]
+    )
     metrics.papers_embedded.inc(len(fresh))
     metrics.papers_reused.inc(len(papers) - len(fresh))
     return [
@@ -84,50 +97,21 @@ def register(
     encoder: Encoder,
     store: VectorStore,
     metrics: Metrics,
-    consumer: str,
+    consumer: StreamConsumer,
     batch_size: int,
 ) -> None:
     embedded = broker.publisher(stream=streams.PAPERS_EMBEDDED)
-    dead_letters = broker.publisher(stream=streams.DEAD_LETTERS)
     cache = QueryCache()
 
-    @broker.subscriber(
-        stream=StreamSub(
-            streams.PAPERS_INGESTED,
-            group=streams.EMBED_GROUP,
-            consumer=consumer,
-            batch=True,
-            max_records=batch_size,
-            declare=False,
-        )
-    )
-    async def on_papers_ingested(entries: list[dict[str, Any]]) -> None:
-        # Validated one by one: one malformed entry goes to the dead letters, the batch goes on.
-        papers = []
-        for entry in entries:
-            try:
-                papers.append(PaperIngested.model_validate(entry))
-            except ValidationError as exc:
-                metrics.dead_letters.inc()
-                log.warning("dead-lettered an invalid PaperIngested: %s", exc.errors()[0]["msg"])
-                await dead_letters.publish(
-                    {"stream": streams.PAPERS_INGESTED, "entry": entry, "error": str(exc)}
-                )
-        if not papers:
-            return
+    # Entries that are not a PaperIngested are dead-lettered one by one; the batch goes on.
+    @consumer.handler(streams.PAPERS_INGESTED, max_records=batch_size)
+    async def on_papers_ingested(papers: list[PaperIngested]) -> None:
+        # Idempotent: text already embedded (same content hash) is stored again, never re-encoded.
         events = await asyncio.to_thread(embed_papers, papers, encoder, store, metrics)
         for event in events:
             await embedded.publish(event)
 
-    @broker.subscriber(
-        stream=StreamSub(
-            streams.TEXTS_TO_ENCODE,
-            group=streams.EMBED_GROUP,
-            consumer=consumer,
-            max_records=streams.MAX_RECORDS,
-            declare=False,
-        )
-    )
+    @consumer.requests(streams.TEXTS_TO_ENCODE)
     async def on_texts_to_encode(request: TextsToEncode) -> TextsEncoded:
         vectors = await asyncio.to_thread(cache.encode, encoder, request.texts)
         return TextsEncoded(model=encoder.name, vectors=vectors)

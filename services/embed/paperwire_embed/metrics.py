@@ -24,8 +24,3 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
             registry=registry,
         )
-        self.dead_letters = Counter(
-            "paperwire_embed_dead_letters_total",
-            "Entries sent to the dead-letter stream.",
-            registry=registry,
-        )

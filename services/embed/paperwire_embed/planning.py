@@ -20,6 +20,32 @@ def latest_versions(papers: Iterable[PaperIngested]) -> list[PaperIngested]:
     return list(latest.values())
 
 
+def is_stale(paper: PaperIngested, stored: StoredPaper | None) -> bool:
+    """An event older than the one stored (an earlier version, or older upvotes of the same one).
+
+    Replayed late (a redelivery, a dead letter put back), it must not undo the newer one.
+    """
+    if stored is None:
+        return False
+    version = int(stored.payload.get("version", 1))
+    if paper.version != version:
+        return paper.version < version
+    seen = stored.payload.get("ingested_at")
+    if seen is None:
+        return False
+    return paper.ingested_at.timestamp() < datetime.fromisoformat(seen).timestamp()
+
+
+def unchanged(payload: Mapping[str, Any], stored: StoredPaper | None) -> bool:
+    """True when writing ``payload`` would change nothing but its ``updated_at``: a replay."""
+    if stored is None:
+        return False
+    ignored = {"updated_at"}
+    return {k: v for k, v in payload.items() if k not in ignored} == {
+        k: v for k, v in stored.payload.items() if k not in ignored
+    }
+
+
 def needs_encoding(paper: PaperIngested, stored: StoredPaper | None, model: str) -> bool:
     """Encode only text the model has not seen: the same text is never embedded twice."""
     if stored is None or stored.vector is None:

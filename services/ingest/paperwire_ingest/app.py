@@ -1,9 +1,11 @@
-"""Wiring of the ingest service: broker, de-duplication memory, inbox poller, HTTP probes."""
+"""Wiring of the ingest service: broker, de-duplication memory, inbox poller, source poller, probes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker
@@ -15,7 +17,11 @@ from paperwire_ingest.importing import ImportReport, import_file
 from paperwire_ingest.inbox import InboxPoller, InboxResult
 from paperwire_ingest.metrics import Metrics
 from paperwire_ingest.seen import RedisSeenPapers, SeenPapers
+from paperwire_ingest.state import RedisSourceState, SourceState
 from paperwire_shared.service import stream_service
+
+if TYPE_CHECKING:
+    from paperwire_ingest.harvesting import Sources
 
 
 def create_app(
@@ -24,7 +30,14 @@ def create_app(
     broker: RedisBroker | None = None,
     seen: SeenPapers | None = None,
     ensure_groups: bool = True,
+    sources: Sources | None = None,
+    source_state: SourceState | None = None,
 ) -> AsgiFastStream:
+    """The service; ``sources`` and ``source_state`` replace the network and Redis in tests.
+
+    Network sources run only when ``settings.sources`` names them; a failing one is reported
+    (log, metrics, ``paperwire sources``) and tried again, and never stops the service.
+    """
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     if broker is None:
@@ -65,12 +78,34 @@ def create_app(
     ready_checks = {"inbox": inbox_ready}
     if owned_seen is not None:
         ready_checks["seen"] = owned_seen.ping
+    after_startup: list[Callable[[], Any]] = [start_poller]
+    on_shutdown: list[Callable[[], Any]] = [poller.stop]
+    after_shutdown: list[Callable[[], Any]] = [close_seen]
+    if settings.sources:
+        # Imported here: the source libraries take ~1 s to load, wasted on an offline install.
+        from paperwire_ingest.harvesting import jobs, open_sources
+        from paperwire_ingest.schedule import SourcePoller
+
+        if sources is None:
+            sources = open_sources(settings)
+            after_shutdown.append(sources.close)
+        if source_state is None:
+            owned_state = source_state = RedisSourceState.from_url(settings.redis_url)
+            after_shutdown.append(owned_state.aclose)
+        source_poller = SourcePoller(
+            jobs(settings, sources, broker, seen_papers, source_state),
+            source_state,
+            retry=timedelta(minutes=settings.source_retry_minutes),
+            on_run=metrics.source_run,
+        )
+        after_startup.append(source_poller.start)
+        on_shutdown.append(source_poller.stop)
     return stream_service(
         broker,
         registry=registry,
         redis_url=settings.redis_url if ensure_groups else None,
         ready_checks=ready_checks,
-        after_startup=[start_poller],
-        on_shutdown=[poller.stop],
-        after_shutdown=[close_seen],
+        after_startup=after_startup,
+        on_shutdown=on_shutdown,
+        after_shutdown=after_shutdown,
     )

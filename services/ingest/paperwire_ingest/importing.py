@@ -155,6 +155,23 @@ async def _publish_round(broker: RedisBroker, papers: Sequence[PaperIngested]) -
         raise
 
 
+async def publish_unseen(
+    broker: RedisBroker, seen: SeenPapers, papers: Sequence[PaperIngested]
+) -> list[PaperIngested]:
+    """Claim ``papers`` in the seen memory and publish those claimed; returns what was published.
+
+    If publishing fails they are unclaimed, so the next attempt publishes them; some may already
+    be out, and will then go out twice: harmless, events are idempotent.
+    """
+    fresh = await seen.claim(papers)
+    try:
+        await publish_papers(broker, fresh)
+    except BaseException:
+        await _forget_quietly(seen, fresh)
+        raise
+    return fresh
+
+
 async def import_file(
     path: Path,
     broker: RedisBroker,
@@ -175,14 +192,7 @@ async def import_file(
         while chunk := await asyncio.to_thread(_take, items, CHUNK, path):
             papers = [item for item in chunk if isinstance(item, PaperIngested)]
             report.errors.extend(item for item in chunk if isinstance(item, LineError))
-            fresh = await seen.claim(papers)
-            try:
-                await publish_papers(broker, fresh)
-            except BaseException:
-                # Unclaim, so importing the file again publishes them; some of this chunk may
-                # already be out, and will then go out twice: harmless, events are idempotent.
-                await _forget_quietly(seen, fresh)
-                raise
+            fresh = await publish_unseen(broker, seen, papers)
             report.published += len(fresh)
             report.duplicates += len(papers) - len(fresh)
             if progress is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from paperwire_ingest.importing import ImportReport, Progress
+from paperwire_ingest.state import SourceStatus
 
 
 class Metrics:
@@ -35,6 +36,30 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+
+        # Label values are the network sources' names ("arxiv", "hf").
+        self.source_runs = Counter(
+            "paperwire_ingest_source_runs_total",
+            "Runs of each network source, by outcome: ok, or failed (tried again later).",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.source_last_success = Gauge(
+            "paperwire_ingest_source_last_success_timestamp_seconds",
+            "When each network source last ran without error.",
+            ["source"],
+            registry=registry,
+        )
+
+    def source_run(self, name: str, status: SourceStatus) -> None:
+        """Count one run of a network source, as the poller recorded it."""
+        if status.failures:
+            self.source_runs.labels(name, "failed").inc()
+            return
+        self.source_runs.labels(name, "ok").inc()
+        self.papers_ingested.labels(name).inc(status.published)
+        if status.last_success is not None:
+            self.source_last_success.labels(name).set(status.last_success.timestamp())
 
     def recorder(self) -> Progress:
         """A progress hook for one import: counts as the import goes, so a file that fails

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker
@@ -11,10 +12,14 @@ from prometheus_client import CollectorRegistry
 
 from paperwire_notify import handlers
 from paperwire_notify.config import Settings
+from paperwire_notify.delivery import Deliverer, RetryPolicy
 from paperwire_notify.ledger import Ledger
 from paperwire_notify.mailer import Mailer, SmtpMailer
 from paperwire_notify.metrics import NotifyMetrics
+from paperwire_shared.delivery import DeliveryPolicy, StreamConsumer
+from paperwire_shared.links import signer_for
 from paperwire_shared.service import stream_service
+from paperwire_shared.streams import NOTIFY_GROUP
 
 
 def create_app(
@@ -35,15 +40,45 @@ def create_app(
             settings.redis_url,
             middlewares=[RedisPrometheusMiddleware(registry=registry, app_name="notify")],
         )
-    mail = mailer if mailer is not None else SmtpMailer(settings.smtp_url)
-    ledger = Ledger(settings.database_url)
-    handlers.register(broker, settings, ledger=ledger, mailer=mail, metrics=metrics)
-
-    async def create_tables() -> None:
-        await asyncio.to_thread(ledger.create_tables)
+    mail = metrics.metered(mailer if mailer is not None else SmtpMailer(settings.smtp_url))
+    ledger = Ledger(
+        settings.database_url, claim_timeout=timedelta(seconds=settings.claim_timeout_seconds)
+    )
+    signer = signer_for(settings.secret_key, settings.environment, settings.data_dir)
+    deliverer = Deliverer(
+        ledger=ledger,
+        mailer=mail,
+        metrics=metrics,
+        sender=settings.mail_from,
+        base_url=settings.public_url,
+        signer=signer,
+        max_papers=settings.max_papers,
+        policy=RetryPolicy(
+            delays=settings.send_retry_delays,
+            base=timedelta(seconds=settings.retry_base_seconds),
+            cap=timedelta(seconds=settings.retry_max_seconds),
+            max_attempts=settings.max_attempts,
+        ),
+    )
 
     async def database_ready() -> bool:
         return await asyncio.to_thread(ledger.ping)
+
+    checks = {"database": database_ready, "smtp": mail.ping}
+    consumer = StreamConsumer(
+        broker,
+        group=NOTIFY_GROUP,
+        consumer=settings.consumer,
+        policy=DeliveryPolicy(
+            reclaim_after=settings.reclaim_after_seconds, max_deliveries=settings.max_deliveries
+        ),
+        dependencies=checks,  # while one is down, digests wait unread instead of failing
+        registry=registry,
+    )
+    handlers.register(broker, consumer, deliverer=deliverer)
+
+    async def create_tables() -> None:
+        await asyncio.to_thread(ledger.create_tables)
 
     async def close_ledger() -> None:
         await asyncio.to_thread(ledger.close)
@@ -52,7 +87,7 @@ def create_app(
         broker,
         registry=registry,
         redis_url=settings.redis_url if ensure_groups else None,
-        ready_checks={"database": database_ready, "smtp": mail.ping},
+        ready_checks=checks,
         on_startup=[create_tables],
         after_shutdown=[close_ledger],
     )

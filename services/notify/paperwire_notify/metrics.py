@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from paperwire_notify.mailer import Mailer, PermanentSendError, SendError
 
 
 class NotifyMetrics:
@@ -36,5 +40,36 @@ class NotifyMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
+        # kind: "transient" (4xx, timeouts, connection refused: the digest is retried) or
+        # "permanent" (5xx: the server refused the recipient or the message; a bounce at send time).
+        self.smtp_errors = Counter(
+            "paperwire_notify_smtp_errors_total",
+            "Sends the mail server refused or that failed on the way, by kind.",
+            ["kind"],
+            registry=registry,
+        )
         for reason in ("permanent", "empty"):
             self.failed.labels(reason)  # exported at 0 before the first failure
+        for kind in ("transient", "permanent"):
+            self.smtp_errors.labels(kind)
+
+    def metered(self, mailer: Mailer) -> Mailer:
+        """``mailer`` counting its SMTP errors here, so the handler need not know about them."""
+        return _MeteredMailer(mailer, self)
+
+
+class _MeteredMailer:
+    def __init__(self, inner: Mailer, metrics: NotifyMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def send(self, msg: EmailMessage) -> None:
+        try:
+            await self._inner.send(msg)
+        except SendError as exc:
+            kind = "permanent" if isinstance(exc, PermanentSendError) else "transient"
+            self._metrics.smtp_errors.labels(kind).inc()
+            raise
+
+    async def ping(self) -> bool:
+        return await self._inner.ping()

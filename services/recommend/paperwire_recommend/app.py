@@ -11,8 +11,9 @@ from faststream.redis import RedisBroker
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_fastapi_instrumentator import Instrumentator
 
-from paperwire_recommend import api, handlers
+from paperwire_recommend import api, auth, handlers, web
 from paperwire_recommend.config import Settings
 from paperwire_recommend.encoder import RemoteEncoder, TextEncoder
 from paperwire_recommend.metrics import Metrics
@@ -20,7 +21,10 @@ from paperwire_recommend.recommender import Recommender
 from paperwire_recommend.scheduler import Scheduler
 from paperwire_recommend.store import Store
 from paperwire_shared import streams
+from paperwire_shared.delivery import DeliveryPolicy, StreamConsumer
 from paperwire_shared.events import DigestDue
+from paperwire_shared.links import signer_for
+from paperwire_shared.streamstats import StreamStatsCollector
 from paperwire_shared.vectors import VectorStore, open_vector_store
 
 
@@ -36,6 +40,9 @@ def create_app(
 ) -> FastAPI:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    # The state of every stream and group, read at each scrape (see streamstats.py).
+    stream_stats = StreamStatsCollector(settings.redis_url if ensure_groups else None)
+    registry.register(stream_stats)
     if broker is None:
         broker = RedisBroker(
             settings.redis_url,
@@ -52,7 +59,29 @@ def create_app(
         await broker.publish(digest, stream=streams.DIGESTS_DUE)
 
     scheduler = Scheduler(settings, sql, recommender, publish, metrics)
-    handlers.register(broker, store=sql, metrics=metrics, consumer=settings.consumer)
+
+    async def database_ready() -> bool:
+        return await asyncio.to_thread(sql.ping)
+
+    consumer = StreamConsumer(
+        broker,
+        group=streams.RECOMMEND_GROUP,
+        consumer=settings.consumer,
+        policy=DeliveryPolicy(
+            reclaim_after=settings.reclaim_after_seconds, max_deliveries=settings.max_deliveries
+        ),
+        dependencies={"database": database_ready},
+        registry=registry,
+    )
+    handlers.register(
+        broker,
+        store=sql,
+        metrics=metrics,
+        consumer=consumer,
+        defaults=scheduler.defaults,
+        bounce_limit=settings.bounce_limit,
+    )
+    signer = signer_for(settings.secret_key, settings.environment, settings.data_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,6 +100,7 @@ def create_app(
             if owns_vectors:
                 await asyncio.to_thread(vectors.close)
             sql.close()
+            await stream_stats.aclose()
 
     app = FastAPI(
         title="paperwire",
@@ -81,8 +111,35 @@ def create_app(
     app.state.store = sql
     app.state.recommender = recommender
     app.state.scheduler = scheduler
+    app.state.metrics = metrics
     app.state.broker = broker
+    app.state.credentials = auth.Credentials(
+        auth.api_key_for(settings.api_key, settings.environment, settings.data_dir), signer
+    )
+    # Every route but the probes is rate limited per caller; bodies are capped as they arrive.
+    app.add_middleware(
+        auth.RateLimit,
+        rate=settings.rate_limit,
+        exempt=frozenset({"/healthz", "/readyz", "/metrics"}),
+    )
+    app.add_middleware(auth.BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(api.router)
+    web.install(
+        app,
+        web.Web(
+            store=sql,
+            signer=signer,
+            broker=broker,
+            recommender=recommender,
+            defaults=scheduler.defaults,
+            public_url=settings.public_url,
+        ),
+    )
+    # HTTP request counts and latencies per route template (bounded: never the raw path), on
+    # this app's registry. The probes and /metrics itself would only add noise.
+    Instrumentator(
+        registry=registry, excluded_handlers=["^/metrics$", "^/healthz$", "^/readyz$"]
+    ).instrument(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -101,6 +158,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_route() -> Response:
+        await stream_stats.refresh()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

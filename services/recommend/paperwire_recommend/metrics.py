@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter
+
+from paperwire_shared.events import FeedbackKind
 
 
 class Metrics:
@@ -16,6 +20,16 @@ class Metrics:
             "Digests not sent because nothing was worth sending.",
             registry=registry,
         )
+        self.digests_sent = Counter(
+            "paperwire_digests_sent_total",
+            "Digests notify reported as handed to the mail server.",
+            registry=registry,
+        )
+        self.digests_failed = Counter(
+            "paperwire_digests_failed_total",
+            "Digests notify gave up on (a bounce, or retries exhausted).",
+            registry=registry,
+        )
         self.papers_available = Counter(
             "paperwire_papers_available_total",
             "PaperEmbedded events seen: papers that became recommendable.",
@@ -24,3 +38,16 @@ class Metrics:
         self.feedback = Counter(
             "paperwire_feedback_total", "Feedback recorded, by kind.", ["kind"], registry=registry
         )
+        # The denominator of click-through and like rates: feedback{kind} / papers recommended.
+        self.papers_recommended = Counter(
+            "paperwire_recommended_papers_total",
+            "Papers put in digests handed to notify.",
+            registry=registry,
+        )
+        self.digest_errors = Counter(
+            "paperwire_digest_errors_total",
+            "Digests that failed to build or hand over; each is tried again on the next tick.",
+            registry=registry,
+        )
+        for kind in get_args(FeedbackKind):
+            self.feedback.labels(kind)  # every kind exported at 0, so rates exist from the start

@@ -1,19 +1,29 @@
-"""Recommendations and digests for one user: gathers evidence and candidates, then ranks (pure)."""
+"""Recommendations and digests for one user: gathers the profile and candidates, then ranks (pure).
+
+The profile is the user's interests (text, seed papers, rules), their feedback (likes, saves and
+opens become evidence; dislikes push similar papers down) and their knobs. Ranking models shared by
+all users, the whitened space and co-saves, are built from the vector store and the SQL store,
+kept in memory and rebuilt in the background when stale, so no request waits for them after the
+first.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from paperwire_recommend.collaborative import CoSaves
 from paperwire_recommend.config import Settings
 from paperwire_recommend.encoder import TextEncoder
-from paperwire_recommend.ranking import Evidence, Ranked, rank
-from paperwire_recommend.store import Store, User
+from paperwire_recommend.ranking import Evidence, Facts, Knobs, Ranked, Rules, Space, rank
+from paperwire_recommend.store import POSITIVE_FEEDBACK, Interest, Store, User
 from paperwire_shared.events import DigestDue, RankedPaper
 from paperwire_shared.vectors import StoredPaper, VectorStore
 
@@ -21,12 +31,68 @@ log = logging.getLogger(__name__)
 
 # Papers considered for one digest: a busy arXiv day in cs is ~2,000 new papers.
 MAX_DIGEST_CANDIDATES = 50_000
+# The API ranks a bounded set: per interest, the papers nearest its evidence, plus the papers
+# co-saved with the user's library. 200 per interest keeps a 10-paper answer's re-ranking
+# meaningful while the request stays within one vector search per interest.
+API_CANDIDATES_PER_INTEREST = 200
+API_COSAVED_CANDIDATES = 200
+# The most recent feedback papers used as evidence (a library of thousands stays fast).
+MAX_FEEDBACK_EVIDENCE = 500
+# Dislikes whose reason says the topic is fine: the paper is never shown again, nothing more.
+TOPIC_NEUTRAL_REASONS = frozenset({"low quality"})
+_FEEDBACK_KINDS = {"like": "liked", "save": "saved", "click": "clicked"}
 
 
 @dataclass(frozen=True)
 class Recommendation:
     ranked: Ranked
     payload: dict[str, Any]
+
+
+@dataclass
+class Profile:
+    """What ranking needs about one user, gathered from the stores."""
+
+    evidence: list[Evidence]
+    dislikes: np.ndarray | None
+    rules: dict[str, Rules]
+    knobs: Knobs
+    library: list[str]  # seed, liked and saved paper ids: what co-saves walk from
+    exclude: frozenset[str]  # sent, disliked, or already reacted to: never recommended
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Cached(Generic[T]):
+    """A model rebuilt in a worker thread when older than ``max_age``; the old one serves meanwhile."""
+
+    build: Callable[[], T]
+    max_age: float
+    value: T | None = None
+    built_at: float = -float("inf")
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def get(self) -> T:
+        if self.value is None:
+            await self._refresh()
+        elif time.monotonic() - self.built_at > self.max_age and self._task is None:
+            self._task = asyncio.create_task(self._refresh())
+        assert self.value is not None
+        return self.value
+
+    async def _refresh(self) -> None:
+        try:
+            started = time.monotonic()
+            self.value = await asyncio.to_thread(self.build)
+            self.built_at = started
+        except Exception:
+            if self.value is None:
+                raise
+            log.exception("rebuilding a ranking model failed; keeping the previous one")
+        finally:
+            self._task = None
 
 
 class Recommender:
@@ -37,106 +103,241 @@ class Recommender:
         self.store = store
         self.vectors = vectors
         self.encoder = encoder
+        self._space = _Cached(self._fit_space, settings.space_refresh_seconds)
+        self._cosaves = _Cached(
+            lambda: CoSaves(store.library_pairs()), settings.collaborative_refresh_seconds
+        )
 
-    async def evidence(self, user: User) -> list[Evidence]:
-        """Each interest's text and seed papers as vectors; texts are encoded once, then kept."""
+    def _fit_space(self) -> tuple[Space | None]:
+        sample = self.vectors.embedded_since(0.0, self.settings.space_sample)
+        found = [p.vector for p in sample if p.vector is not None]
+        space = Space.fit(np.stack(found)) if found else None
+        log.info("whitened space %s from %d papers", "fitted" if space else "skipped", len(found))
+        return (space,)  # a tuple, so "no space yet" (too few papers) is still a cached value
+
+    async def space(self) -> Space | None:
+        return (await self._space.get())[0]
+
+    async def cosaves(self) -> CoSaves:
+        return await self._cosaves.get()
+
+    async def _interest_vectors(self, user: User) -> None:
+        """Encode interest texts once, then keep the vectors in the user row."""
         missing = [i for i in user.interests if i.text and i.vector is None]
         if missing:
             encoded = await self.encoder.encode([i.text or "" for i in missing])
             for interest, row in zip(missing, encoded, strict=True):
                 interest.vector = [float(x) for x in row]
             await asyncio.to_thread(self.store.update_user, user, user.updated_at)
+
+    async def profile(self, user: User) -> Profile:
+        await self._interest_vectors(user)
+        feedback, sent, knobs = await asyncio.gather(
+            asyncio.to_thread(self.store.feedback_of, user.id),
+            asyncio.to_thread(self.store.excluded_papers, user.id),
+            asyncio.to_thread(self.store.get_knobs, user.id),
+        )
+        latest: dict[str, dict[str, Any]] = {}
+        for row in feedback:  # oldest first: the latest reaction to a paper wins
+            latest.pop(row["paper_id"], None)
+            latest[row["paper_id"]] = row
+        reacted = [r for r in latest.values() if r["kind"] in _FEEDBACK_KINDS]
+        reacted = reacted[-MAX_FEEDBACK_EVIDENCE:]
+        disliked = [
+            r["paper_id"]
+            for r in latest.values()
+            if r["kind"] == "dislike" and r["reason"] not in TOPIC_NEUTRAL_REASONS
+        ]
         seed_ids = [s for i in user.interests for s in i.seed_paper_ids]
-        seeds = {
-            s.paper_id: s
-            for s in await asyncio.to_thread(self.vectors.get, seed_ids, with_vectors=True)
+        wanted = list(dict.fromkeys([*seed_ids, *(r["paper_id"] for r in reacted), *disliked]))
+        stored = {
+            p.paper_id: p
+            for p in await asyncio.to_thread(self.vectors.get, wanted, with_vectors=True)
+            if p.vector is not None
         }
-        evidence = []
-        for interest in user.interests:
-            if interest.vector is not None:
-                vector = np.asarray(interest.vector, np.float32)
-                evidence.append(Evidence(interest.name, vector, text=interest.text))
-            for seed_id in interest.seed_paper_ids:
-                seed = seeds.get(seed_id)
-                if seed is not None and seed.vector is not None:
-                    title = seed.payload.get("title", seed_id)
-                    evidence.append(Evidence(interest.name, seed.vector, seed_title=title))
-        return evidence
+        evidence = _interest_evidence(user.interests, stored)
+        evidence += _feedback_evidence(user.interests, evidence, reacted, stored)
+        dislikes = [stored[p].vector for p in disliked if p in stored]
+        library = [*seed_ids, *(r["paper_id"] for r in reacted if r["kind"] in POSITIVE_FEEDBACK)]
+        return Profile(
+            evidence=evidence,
+            dislikes=np.stack(dislikes) if dislikes else None,  # type: ignore[arg-type]
+            rules={i.name: _rules(i) for i in user.interests},
+            knobs=Knobs(**knobs) if knobs else Knobs(),
+            library=list(dict.fromkeys(library)),
+            # Seeds and papers the user reacted to are theirs already: never recommend them back.
+            exclude=sent | set(seed_ids) | set(latest),
+        )
 
-    async def recommend(
-        self, user: User, k: int, published_since: float | None = None
+    async def evidence(self, user: User) -> list[Evidence]:
+        return (await self.profile(user)).evidence
+
+    def _rank(
+        self,
+        profile: Profile,
+        papers: Sequence[StoredPaper],
+        k: int,
+        space: Space | None,
+        cosaves: CoSaves,
+        min_score: float = -1.0,
     ) -> list[Recommendation]:
-        evidence = await self.evidence(user)
-        if not evidence:
-            return []
-        exclude = await asyncio.to_thread(self.store.excluded_papers, user.id)
-        # Seed papers are the user's own: never recommend them back.
-        exclude |= {s for i in user.interests for s in i.seed_paper_ids}
-
-        def candidates() -> list[Any]:
-            found: dict[str, Any] = {}
-            for item in evidence:
-                # A wider pool than k, so word rarity means something when re-ranked.
-                for hit in self.vectors.search(
-                    item.vector, max(k * 5, 50), exclude=exclude, published_since=published_since
-                ):
-                    found.setdefault(hit.paper_id, hit)
-            stored = self.vectors.get(list(found), with_vectors=True)
-            return [p for p in stored if p.vector is not None]
-
-        papers = await asyncio.to_thread(candidates)
-        if not papers:
-            return []
+        """The one ranking call behind both the API and the digests."""
+        ids = [p.paper_id for p in papers]
         ranked = rank(
-            evidence,
-            [p.paper_id for p in papers],
-            _matrix(papers),
+            profile.evidence,
+            ids,
+            np.stack([p.vector for p in papers if p.vector is not None]),
             k=k,
             texts=[paper_text(p.payload) for p in papers],
+            min_score=min_score,
+            exclude=profile.exclude,
+            space=space,
+            collaborative=cosaves.scores(profile.library, ids) if len(cosaves) else None,
+            dislikes=profile.dislikes,
+            facts=facts_of([p.payload for p in papers]),
+            rules=profile.rules,
+            knobs=profile.knobs,
+            now=time.time(),
         )
         payloads = {p.paper_id: p.payload for p in papers}
         return [Recommendation(r, payloads[r.paper_id]) for r in ranked]
 
+    async def recommend(
+        self, user: User, k: int, published_since: float | None = None
+    ) -> list[Recommendation]:
+        profile = await self.profile(user)
+        if not profile.evidence:
+            return []
+        space, cosaves = await self.space(), await self.cosaves()
+
+        def candidates() -> list[StoredPaper]:
+            found: dict[str, None] = {}
+            limit = max(k * 10, API_CANDIDATES_PER_INTEREST)
+            for query in _queries(profile.evidence):
+                for hit in self.vectors.search(
+                    query, limit, exclude=profile.exclude, published_since=published_since
+                ):
+                    found.setdefault(hit.paper_id)
+            if len(cosaves):
+                for paper_id in cosaves.neighbours(profile.library, API_COSAVED_CANDIDATES):
+                    if paper_id not in profile.exclude:
+                        found.setdefault(paper_id)
+            stored = self.vectors.get(list(found), with_vectors=True)
+            return [
+                p
+                for p in stored
+                if p.vector is not None
+                and (published_since is None or p.payload.get("published_ts", 0) >= published_since)
+            ]
+
+        papers = await asyncio.to_thread(candidates)
+        if not papers:
+            return []
+        return await asyncio.to_thread(self._rank, profile, papers, k, space, cosaves)
+
     async def build_digest(self, user: User, digest_key: str, now: datetime) -> DigestDue | str:
         """The digest for ``digest_key``, or the reason there is none (nothing new worth sending)."""
-        evidence = await self.evidence(user)
-        if not evidence:
+        profile = await self.profile(user)
+        if not profile.evidence:
             return "no interests with text or known seed papers"
         since = await asyncio.to_thread(self.store.last_digest_at, user.id)
         if since is None:
             since = now - timedelta(days=self.settings.first_digest_lookback_days)
-        exclude = await asyncio.to_thread(self.store.excluded_papers, user.id)
-        exclude |= {s for i in user.interests for s in i.seed_paper_ids}
         found = await asyncio.to_thread(
             self.vectors.embedded_since, since.timestamp(), MAX_DIGEST_CANDIDATES
         )
         papers = [p for p in found if p.vector is not None]
         if not papers:
             return "no new papers"
-        ranked = rank(
-            evidence,
-            [p.paper_id for p in papers],
-            _matrix(papers),
-            k=user.max_papers,
-            texts=[paper_text(p.payload) for p in papers],
-            min_score=self.settings.min_score,
-            exclude=exclude,
+        space, cosaves = await self.space(), await self.cosaves()
+        ranked = await asyncio.to_thread(
+            self._rank, profile, papers, user.max_papers, space, cosaves, self.settings.min_score
         )
         if not ranked:
             return "no new papers close enough to your interests"
-        payloads = {p.paper_id: p.payload for p in papers}
         return DigestDue(
             digest_key=digest_key,
             user_id=user.id,
             email=user.email,
-            papers=tuple(ranked_paper(r, payloads[r.paper_id]) for r in ranked),
+            papers=tuple(ranked_paper(r.ranked, r.payload) for r in ranked),
             created_at=now,
         )
 
 
-def _matrix(papers: list[StoredPaper]) -> np.ndarray:
-    """The papers' vectors as rows; callers keep only papers that have one."""
-    return np.stack([p.vector for p in papers if p.vector is not None])
+def _interest_evidence(interests: list[Interest], stored: dict[str, StoredPaper]) -> list[Evidence]:
+    evidence = []
+    for interest in interests:
+        if interest.vector is not None:
+            vector = np.asarray(interest.vector, np.float32)
+            evidence.append(Evidence(interest.name, vector, text=interest.text))
+        for seed_id in interest.seed_paper_ids:
+            if (seed := stored.get(seed_id)) is not None and seed.vector is not None:
+                title = seed.payload.get("title", seed_id)
+                evidence.append(
+                    Evidence(interest.name, seed.vector, seed_title=title, paper_id=seed_id)
+                )
+    return evidence
+
+
+def _feedback_evidence(
+    interests: list[Interest],
+    base: list[Evidence],
+    reacted: list[dict[str, Any]],
+    stored: dict[str, StoredPaper],
+) -> list[Evidence]:
+    """Liked, saved and opened papers as evidence, each joining the interest it is closest to."""
+    papers = [(r, stored[r["paper_id"]]) for r in reacted if r["paper_id"] in stored]
+    if not papers:
+        return []
+    names = [i.name for i in interests]
+    if base:
+        own = np.stack([e.vector for e in base])
+        sims = np.stack([p.vector for _, p in papers if p.vector is not None]) @ own.T
+        owner = [base[int(j)].interest for j in sims.argmax(axis=1)]
+    else:
+        owner = [names[0] if names else ""] * len(papers)
+    return [
+        Evidence(
+            interest,
+            paper.vector,  # type: ignore[arg-type]
+            seed_title=paper.payload.get("title", row["paper_id"]),
+            kind=_FEEDBACK_KINDS[row["kind"]],
+            paper_id=row["paper_id"],
+        )
+        for (row, paper), interest in zip(papers, owner, strict=True)
+    ]
+
+
+def _queries(evidence: Sequence[Evidence]) -> list[np.ndarray]:
+    """One vector search per interest: the normalised mean of its evidence."""
+    queries = []
+    for name in dict.fromkeys(e.interest for e in evidence):
+        mean = np.mean([e.vector for e in evidence if e.interest == name], axis=0)
+        queries.append(mean / (np.linalg.norm(mean) or 1.0))
+    return queries
+
+
+def _rules(interest: Interest) -> Rules:
+    return Rules(
+        include_keywords=tuple(interest.include_keywords),
+        exclude_keywords=tuple(interest.exclude_keywords),
+        include_categories=tuple(interest.include_categories),
+        exclude_categories=tuple(interest.exclude_categories),
+        authors=tuple(interest.authors),
+    )
+
+
+def facts_of(payloads: Sequence[dict[str, Any]]) -> Facts:
+    def number(payload: dict[str, Any], key: str) -> float:
+        value = payload.get(key)
+        return float(value) if isinstance(value, int | float) else float("nan")
+
+    return Facts(
+        categories=[tuple(p.get("categories") or ()) for p in payloads],
+        authors=[tuple(p.get("authors") or ()) for p in payloads],
+        published=np.asarray([number(p, "published_ts") for p in payloads]),
+        popularity=np.asarray([number(p, "popularity") for p in payloads]),
+    )
 
 
 def paper_text(payload: dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Helpers several test modules share: building services as a test needs them."""
