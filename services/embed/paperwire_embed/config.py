@@ -23,9 +23,10 @@ class Settings(BaseSettings):
     embed_model: str | None = Field(default=None, validation_alias="EMBED_MODEL")
     # 32 title+abstracts per forward pass: larger batches gained nothing on 2 cores and cost memory.
     batch_size: int = Field(default=32, ge=1, le=512)
-    # EMBED_BACKEND. "openvino" (needs paperwire-embed[openvino]) runs the same model 2.5-4x faster
-    # on the benchmark machine, vectors within cosine 0.9999 of torch's (bench/RESULTS.md).
-    backend: Literal["torch", "openvino"] = "torch"
+    # EMBED_BACKEND. OpenVINO runs the same model 2.2x (quiet) to 6x (busy) the papers/s of torch
+    # on the 2-core benchmark machine, vectors within cosine 0.9999 of torch's (bench/RESULTS.md);
+    # it falls back to torch, with a warning, where OpenVINO cannot load the model.
+    backend: Literal["torch", "openvino"] = "openvino"
     # A pending entry with no heartbeat for this long is taken over by another consumer (a crashed
     # worker's batch); one that failed this many times, with Qdrant and Redis up, is dead-lettered.
     reclaim_after_seconds: float = Field(default=60, gt=0)

@@ -27,10 +27,10 @@ class Encoder(Protocol):
 class SentenceTransformerEncoder:
     """sentence-transformers on the CPU, loaded on first use (torch's import alone takes ~5 s).
 
-    ``backend="openvino"`` runs the same weights through OpenVINO (converted in memory when the
-    model loads, a few seconds): on the 2-core benchmark machine 2.5-4x the torch path's papers/s,
-    with a cosine to the torch vectors of at least 0.9999 (bench/RESULTS.md). The vectors are
-    interchangeable, so ``name`` stays the model's: switching backends re-embeds nothing.
+    ``backend="openvino"`` (the service's default) runs the same weights through OpenVINO,
+    converted in memory when the model loads (2-8 s): on the 2-core benchmark machine 2.2-6x the
+    papers/s of torch, with a cosine to the torch vectors of at least 0.9999 (bench/RESULTS.md).
+    The vectors are interchangeable, so ``name`` stays the model's: switching re-embeds nothing.
     """
 
     def __init__(
@@ -60,7 +60,10 @@ class SentenceTransformerEncoder:
                 log.info("loading embedding model %s (%s)", self.name, self._backend)
                 model = SentenceTransformer(path, device="cpu")
                 if self._backend == "openvino":
-                    self._openvino = _OpenVinoModel(model)
+                    try:
+                        self._openvino = _OpenVinoModel(model)
+                    except Exception as exc:  # slower is better than not embedding at all
+                        log.warning("OpenVINO cannot run %s (%s): using torch", self.name, exc)
                 self._model = model
             return self._model
 
@@ -85,17 +88,15 @@ class _OpenVinoModel:
     """A sentence-transformers model's transformer compiled by OpenVINO, plus its mean pooling.
 
     OpenVINO picks the CPU's fastest exact-enough precision itself: bfloat16 where the CPU has it
-    (AVX-512 BF16, AMX), float32 elsewhere. Needs ``pip install 'paperwire-embed[openvino]'``.
+    (AVX-512 BF16, AMX), float32 elsewhere.
     """
 
     def __init__(self, model: Any) -> None:
         try:
-            # Imported by name: an optional dependency, without type stubs.
+            # Imported by name: openvino ships no type stubs.
             ov = importlib.import_module("openvino")
         except ImportError as exc:
-            raise RuntimeError(
-                "EMBED_BACKEND=openvino needs OpenVINO: pip install 'paperwire-embed[openvino]'"
-            ) from exc
+            raise RuntimeError("EMBED_BACKEND=openvino needs the openvino package") from exc
         modules = list(model)
         pooling = getattr(modules[1], "pooling_mode", None) if len(modules) > 1 else None
         if pooling != "mean":
