@@ -234,7 +234,7 @@ async def run(part: Part, *, budget_s: float = 45.0) -> None:
 
     def sampled_note(key: str) -> str:
         seconds, done = per_user[key]
-        return f"{seconds * 1000:.0f} ms/user over {done} sampled users, x users"
+        return f"{seconds * 1000:.0f} ms a user (mean of {done} random users) times the users"
 
     for n in (10_000, 100_000):
         part.add(f"numpy floor, {n:,} users", floor[n], "s", note="baseline")

@@ -75,10 +75,13 @@ class _Cached(Generic[T]):
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def get(self) -> T:
-        if self.value is None:
-            await self._refresh()
-        elif time.monotonic() - self.built_at > self.max_age and self._task is None:
+        stale = time.monotonic() - self.built_at > self.max_age
+        if (self.value is None or stale) and self._task is None:
             self._task = asyncio.create_task(self._refresh())
+        if self.value is None and self._task is not None:
+            # Every request arriving before the first build waits for that one build: a fresh
+            # recommend hit by 32 requests at once used to start 32 builds (189 s, 3.2 GiB).
+            await asyncio.shield(self._task)
         assert self.value is not None
         return self.value
 
