@@ -452,3 +452,21 @@ def test_interests_round_trip_through_the_form_text_unchanged() -> None:
     assert parsed == stored  # the cached vector is kept, nothing is re-encoded
     changed = parse_interests(text.replace("low-rank adapters", "prefix tuning"), stored)
     assert changed[0].text == "prefix tuning" and changed[0].vector is None
+
+
+def test_editing_an_interest_on_the_page_keeps_the_rules_set_through_the_api() -> None:
+    from paperwire_recommend.web import interests_text, parse_interests
+
+    stored = [
+        Interest(
+            "LLM tuning",
+            "low-rank adapters",
+            vector=[0.1, 0.2],
+            exclude_keywords=["survey"],
+            authors=["Edward J. Hu"],
+        )
+    ]
+    text = interests_text(stored).replace("low-rank adapters", "prefix tuning")
+    [edited] = parse_interests(text, stored)
+    assert edited.text == "prefix tuning" and edited.vector is None
+    assert edited.exclude_keywords == ["survey"] and edited.authors == ["Edward J. Hu"]

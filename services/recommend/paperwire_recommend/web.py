@@ -11,6 +11,7 @@ for another page, already used) changes nothing and gets a plain page saying why
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -253,6 +254,12 @@ def parse_interests(text: str, existing: Sequence[Interest] = ()) -> list[Intere
         old = by_name.get(name)
         if old and old.text == (interest_text or None) and old.seed_paper_ids == seed_ids:
             found[name] = old
+        elif old:
+            # The page edits text and seeds only: keep the rules set through the API (keywords,
+            # categories, authors); the text's cached vector no longer matches it.
+            found[name] = dataclasses.replace(
+                old, text=interest_text or None, seed_paper_ids=seed_ids, vector=None
+            )
         else:
             found[name] = Interest(name, interest_text or None, seed_ids)
     return list(found.values())
