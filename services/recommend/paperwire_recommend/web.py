@@ -13,16 +13,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from faststream.redis import RedisBroker
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -690,35 +691,24 @@ async def _feed(request: Request, web: Web, token: str, name: str) -> feeds.Feed
     )
 
 
-def _feed_unavailable(exc: EncoderUnavailable) -> Response:
-    return Response(str(exc), status_code=503, headers={"Retry-After": "10"})
+# One route per format would repeat the same lines three times: the format is the file name.
+_FEED_FORMATS: dict[str, tuple[Callable[[feeds.Feed], str], str]] = {
+    "atom.xml": (feeds.atom, "application/atom+xml"),
+    "rss.xml": (feeds.rss, "application/rss+xml"),
+    "feed.json": (lambda feed: json.dumps(feeds.json_feed(feed)), "application/feed+json"),
+}
 
 
-@router.get("/feeds/{token}/atom.xml")
-async def atom_feed(request: Request, web: WebDep, token: str) -> Response:
+@router.get("/feeds/{token}/{name}")
+async def personal_feed(request: Request, web: WebDep, token: str, name: str) -> Response:
+    if name not in _FEED_FORMATS:
+        return Response("no such feed: atom.xml, rss.xml or feed.json\n", status_code=404)
+    render, media_type = _FEED_FORMATS[name]
     try:
-        feed = await _feed(request, web, token, "atom.xml")
+        feed = await _feed(request, web, token, name)
     except EncoderUnavailable as exc:
-        return _feed_unavailable(exc)
-    return Response(feeds.atom(feed), media_type="application/atom+xml")
-
-
-@router.get("/feeds/{token}/rss.xml")
-async def rss_feed(request: Request, web: WebDep, token: str) -> Response:
-    try:
-        feed = await _feed(request, web, token, "rss.xml")
-    except EncoderUnavailable as exc:
-        return _feed_unavailable(exc)
-    return Response(feeds.rss(feed), media_type="application/rss+xml")
-
-
-@router.get("/feeds/{token}/feed.json")
-async def json_feed(request: Request, web: WebDep, token: str) -> Response:
-    try:
-        feed = await _feed(request, web, token, "feed.json")
-    except EncoderUnavailable as exc:
-        return _feed_unavailable(exc)
-    return JSONResponse(feeds.json_feed(feed), media_type="application/feed+json")
+        return Response(str(exc), status_code=503, headers={"Retry-After": "10"})
+    return Response(render(feed), media_type=media_type)
 
 
 def install(app: FastAPI, web: Web) -> None:
