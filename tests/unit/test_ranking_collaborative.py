@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from paperwire_recommend import collaborative
 from paperwire_recommend.collaborative import CoSaves
 
 LIBRARIES = {
@@ -45,3 +47,48 @@ def test_the_same_save_twice_counts_once_and_no_saves_is_empty():
     assert len(CoSaves([("r", "p"), ("r", "p")])) == 1
     empty = CoSaves([])
     assert len(empty) == 0 and empty.scores(["p"], ["q"]).tolist() == [0.0]
+
+
+def unit(*weights: float) -> np.ndarray:
+    vector = np.asarray(weights, np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+# Saved papers' topics: "mine" and "often" are saved together; "elsewhere" and "unrelated" too.
+TOPICS = {
+    "mine": unit(1, 0, 0, 0),
+    "often": unit(0, 1, 0, 0),
+    "rare": unit(0, 1, 0.3, 0),
+    "elsewhere": unit(0, 0, 1, 0),
+    "unrelated": unit(0, 0, 0, 1),
+}
+
+
+@pytest.fixture
+def carrying(monkeypatch: pytest.MonkeyPatch) -> CoSaves:
+    monkeypatch.setattr(collaborative, "NEIGHBOURS", 1)
+    cosaves = CoSaves(pairs())
+    cosaves.attach_vectors(TOPICS)
+    return cosaves
+
+
+def test_a_new_paper_like_one_that_readers_of_mine_saved_is_carried_their_co_saves(carrying):
+    new_like_often, new_like_unrelated = unit(0.1, 1, 0, 0), unit(0, 0, 0.1, 1)
+    carried, crowding = carrying.carried(
+        ["mine"], ["new-a", "new-b"], np.stack([new_like_often, new_like_unrelated])
+    )
+    assert carried[0] > 0 and carried[1] == 0
+    # With one neighbour, crowding is the cosine to it.
+    assert crowding[0] == pytest.approx(float(new_like_often @ TOPICS["often"]))
+
+
+def test_a_paper_with_savers_of_its_own_gets_no_carried_score(carrying):
+    carried, crowding = carrying.carried(["mine"], ["often"], TOPICS["often"][None, :])
+    assert np.isnan(carried[0]) and np.isnan(crowding[0])
+
+
+def test_carrying_needs_vectors_and_more_saved_papers_than_neighbours():
+    assert CoSaves(pairs()).carried(["mine"], ["new"], unit(1, 0, 0, 0)[None, :]) is None
+    few = CoSaves(pairs())
+    few.attach_vectors(TOPICS)  # 6 saved papers, 20 neighbours wanted
+    assert few.carried(["mine"], ["new"], unit(1, 0, 0, 0)[None, :]) is None

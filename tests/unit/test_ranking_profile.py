@@ -87,6 +87,23 @@ def test_co_saves_lift_what_readers_of_the_users_papers_also_saved():
     assert top[0].reason.endswith("also saved by readers of your papers")
 
 
+def test_carried_co_saves_lift_a_brand_new_paper_and_crowding_lowers_one_like_everything():
+    # Eight new papers nobody saved; "plain" is a little more relevant than "carried". "carried" is
+    # like papers that readers of the user's library saved; "plain" is like everybody's library.
+    ids = ["carried", "plain", *(f"far{i}" for i in range(6))]
+    vectors = np.stack(
+        [unit(1, 0.12, 0), unit(1, 0.1, 0)] + [unit(0, 1, 0.1 * i) for i in range(6)]
+    )
+    evidence = [Evidence("x", unit(1, 0, 0), seed_title="Mine", paper_id="mine")]
+    assert rank(evidence, ids, vectors, k=1)[0].paper_id == "plain"
+    carried = np.asarray([1.0, *[0.0] * 7])
+    top = rank(evidence, ids, vectors, k=1, carried=carried)
+    assert top[0].paper_id == "carried"
+    assert top[0].reason.endswith("like papers that readers of yours saved")
+    crowding = np.asarray([0.1, 0.9, *[0.1] * 6])
+    assert rank(evidence, ids, vectors, k=1, crowding=crowding)[0].paper_id == "carried"
+
+
 def test_rules_exclude_words_and_categories_and_boost_followed_authors():
     ids = ["survey", "cs.CV", "by-ada", "other"]
     vectors = np.stack([unit(1, 0, 0), unit(1, 0.05, 0), unit(1, 0.4, 0), unit(1, 0.3, 0)])

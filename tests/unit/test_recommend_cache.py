@@ -1,12 +1,20 @@
-"""The ranking models recommend keeps in memory are built once, however many requests wait."""
+"""The ranking models recommend keeps in memory: built once however many requests wait, and from
+the service's own stores."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime
 
-from paperwire_recommend.recommender import _Cached
+import numpy as np
+
+from paperwire_recommend.config import Settings
+from paperwire_recommend.recommender import Recommender, _Cached
+from paperwire_recommend.store import Store
+from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
+from tests.fakes import HashingEncoder, LocalTextEncoder
 
 
 async def test_concurrent_first_requests_share_one_build():
@@ -38,3 +46,36 @@ async def test_a_stale_model_keeps_serving_while_one_rebuild_runs():
     assert set(stale) <= {1, 2}
     await asyncio.sleep(0.05)
     assert len(builds) == 2
+
+
+async def test_the_services_co_saves_carry_to_a_brand_new_paper(tmp_path):
+    # 24 saved papers on two topics; readers of "mine" saved the "lora-*" ones.
+    encoder = HashingEncoder()
+    titles = {f"lora-{i}": f"low-rank adapters LoRA variant {i}" for i in range(12)}
+    titles |= {f"nerf-{i}": f"neural radiance fields scene {i}" for i in range(12)}
+    titles |= {"mine": "parameter-efficient fine-tuning", "new": "low-rank adapters LoRA new"}
+    vectors = QdrantEdgeStore(tmp_path / "qdrant")
+    vectors.upsert(
+        [
+            StoredPaper(pid, {"paper_id": pid, "title": title, "embedded_at": 1.0}, vector)
+            for (pid, title), vector in zip(
+                titles.items(), encoder.encode(list(titles.values())), strict=True
+            )
+        ]
+    )
+    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+    now = datetime.now(UTC)
+    for reader, topic in (("a", "lora"), ("b", "lora"), ("c", "nerf")):
+        saved = [f"{topic}-{i}" for i in range(12)] + (["mine"] if topic == "lora" else [])
+        for paper in saved:
+            store.record_feedback(f"{reader}-{paper}", reader, paper, "save", None, now)
+    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
+    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+
+    cosaves = await recommender.cosaves()
+    [new] = vectors.get(["new"], with_vectors=True)
+    found = cosaves.carried(["mine"], ["new"], np.stack([new.vector]))
+    assert found is not None  # the saved papers' vectors came from the vector store
+    carried, _ = found
+    assert carried[0] > 0
+    vectors.close()

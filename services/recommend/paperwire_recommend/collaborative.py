@@ -11,16 +11,30 @@ and nDCG@10 0.165 with ``BETA`` 0.3 (0.301 and 0.140 with 0.5, 0.329 and 0.172 w
 cosine 0.316 and 0.135; blended with content (ranking.COLLABORATIVE_WEIGHT) it adds ~0.10 Recall@50.
 EASE (a 17k × 17k inverse, 6 minutes here) blended no better (0.428 vs 0.423), and cannot be kept
 fresh at 100k papers: this walk needs no training, only two sparse products per request.
+
+A brand-new paper has no savers, so the walk cannot reach it. ``carried`` takes the walk to it
+through content: a new paper scores what the walk gave the ``NEIGHBOURS`` saved papers most like
+it (cosine, soft-max weights at ``CARRY_TEMPERATURE``). On the development split (cold protocol,
+300 users, seeds 1 and 2) this lifted Recall@50 from 0.560 to 0.583 and from 0.571 to 0.591;
+folding in the users who are not being evaluated through "similar readers' libraries" instead
+(user kNN) gave 0.570. ``crowding`` (a paper's mean cosine to its nearest saved papers) measures
+how much a paper looks like everybody's library ("hubness"): ranking.CROWDING_WEIGHT uses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp  # type: ignore[import-untyped]
 
 BETA = 0.3
+# A new paper's nearest saved papers, and how sharply the nearest dominate (cosine units). K 20-200
+# and temperatures 0.03-0.1 were all within 0.005 Recall@50 on the development split.
+NEIGHBOURS = 20
+CARRY_TEMPERATURE = 0.05
+# Candidates compared with the saved papers at once (a block of 2,048 × 100k floats is 800 MB).
+_BLOCK = 2_048
 
 
 class CoSaves:
@@ -43,6 +57,23 @@ class CoSaves:
         self._to_readers = sp.diags(1 / np.maximum(self.savers, 1)) @ saves.T.tocsr()
         self._to_papers = (sp.diags(1 / np.maximum(per_reader, 1)) @ saves).tocsr()
         self._penalty = np.maximum(self.savers, 1) ** -beta
+        self._vectors: np.ndarray | None = None  # unit vectors of the saved papers, ``ids`` order
+        self._near: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def attach_vectors(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Give the saved papers' unit vectors (by paper id), which ``carried`` compares with.
+
+        A saved paper without a vector (not embedded yet) is never anyone's neighbour.
+        """
+        if not self.ids:
+            return
+        dim = len(next(iter(vectors.values()))) if vectors else 0
+        matrix = np.zeros((len(self.ids), dim), np.float32)
+        for row, paper in enumerate(self.ids):
+            if (vector := vectors.get(paper)) is not None:
+                matrix[row] = vector
+        self._vectors = matrix if dim else None
+        self._near.clear()
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -62,6 +93,54 @@ class CoSaves:
         index = self.papers
         return np.fromiter(
             (walked[index[c]] if c in index else 0.0 for c in candidates), float, len(candidates)
+        )
+
+    def carried(
+        self, positives: Sequence[str], candidates: Sequence[str], vectors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per candidate (unit ``vectors`` rows): the walk carried to it from its nearest saved papers,
+        and its crowding (mean cosine to them); NaN for a candidate with savers of its own. None
+        without attached vectors or with too few saved papers.
+        """
+        if self._vectors is None or len(self.ids) <= NEIGHBOURS:
+            return None
+        walked = self.walk(positives)
+        for p in positives:  # the walk comes back to where it started: that is not news
+            if p in self.papers:
+                walked[self.papers[p]] = 0
+        # A paper with savers of its own has co-saves (``scores``): carrying only blurs them.
+        carried = np.full(len(candidates), np.nan)
+        crowding = np.full(len(candidates), np.nan)
+        new = [i for i, c in enumerate(candidates) if c not in self.papers]
+        if new:
+            vectors = np.asarray(vectors, np.float32)
+            cols, weights, crowding[new] = self._nearest([candidates[i] for i in new], vectors[new])
+            carried[new] = (walked[cols] * weights).sum(axis=1)
+        return carried, crowding
+
+    def _nearest(
+        self, candidates: Sequence[str], vectors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each candidate's nearest saved papers (rows), their weights, and its mean cosine to them.
+
+        Cached by paper id until the next rebuild: the same new papers are ranked for every user.
+        """
+        assert self._vectors is not None
+        missing = [i for i, c in enumerate(candidates) if c not in self._near]
+        for start in range(0, len(missing), _BLOCK):
+            rows = missing[start : start + _BLOCK]
+            sims = vectors[rows] @ self._vectors.T
+            cols = np.argpartition(-sims, NEIGHBOURS - 1, axis=1)[:, :NEIGHBOURS]
+            near = np.take_along_axis(sims, cols, axis=1)
+            weights = np.exp((near - near.max(axis=1, keepdims=True)) / CARRY_TEMPERATURE)
+            weights /= weights.sum(axis=1, keepdims=True)
+            for r, row in enumerate(rows):
+                self._near[candidates[row]] = (cols[r], weights[r], float(near[r].mean()))
+        found = [self._near[c] for c in candidates]
+        return (
+            np.stack([cols for cols, _, _ in found]),
+            np.stack([weights for _, weights, _ in found]),
+            np.fromiter((crowd for _, _, crowd in found), float, len(found)),
         )
 
     def neighbours(self, positives: Sequence[str], n: int) -> list[str]:

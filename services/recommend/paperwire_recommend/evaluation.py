@@ -311,10 +311,12 @@ class Paperwire:
         self.index = {pid: i for i, pid in enumerate(self.ids)}
         space = ranking.Space.fit(ctx.vectors[ctx.seen])
         # Whiten every paper once rather than per user (rank() would do the same per call).
+        self.raw = ctx.vectors
         self.vectors = space.apply(ctx.vectors) if space else ctx.vectors
         self.cosaves = CoSaves(
             (user, self.ids[i]) for user, library in ctx.split.visible.items() for i in library
         )
+        self.cosaves.attach_vectors({p: self.raw[self.index[p]] for p in self.cosaves.ids})
         self.dislikes = ctx.data.dislikes
 
     def ranked(self, case: Case, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -327,12 +329,18 @@ class Paperwire:
         ]
         disliked = self.dislikes.get(case.user, [])
         candidate_ids = [self.ids[i] for i in candidates]
+        carried, crowding = self.cosaves.carried(library, candidate_ids, self.raw[candidates]) or (
+            None,
+            None,
+        )
         found = ranking.rank(
             evidence,
             candidate_ids,
             self.vectors[candidates],
             k=k,
             collaborative=self.cosaves.scores(library, candidate_ids),
+            carried=carried,
+            crowding=crowding,
             dislikes=self.vectors[disliked] if disliked else None,
             exclude=frozenset(self.ids[i] for i in disliked),
             knobs=self.knobs,

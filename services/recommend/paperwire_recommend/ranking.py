@@ -22,6 +22,12 @@ development split, seed 1; see README "Recommendation quality"):
   also saved. Weighted ``COLLABORATIVE_WEIGHT`` standard deviations of relevance per standard
   deviation of co-save score: 0.3-0.5 all gave warm Recall@50 0.418-0.423 (0 gave 0.323, 1.0 0.390,
   2.0 0.367). A brand-new paper has no co-saves, so this never hides new work.
+- **Carried co-saves** (``carried``, from ``collaborative.CoSaves.carried``): a brand-new paper has no
+  savers, so co-saves are carried to it from the saved papers most like it; ``CARRIED_WEIGHT``
+  standard deviations per standard deviation of log(1 + carried / its mean). With
+  ``CROWDING_WEIGHT`` (papers that look like everybody's library move down), cold Recall@50 went
+  from 0.560 to 0.583 and nDCG@10 from 0.298 to 0.305 on the development split (seed 2: 0.571 to
+  0.591, 0.274 to 0.281); weights 0.4-0.6 and 0-0.3 were all within 0.01.
 - **Per-user knobs** (``Knobs``): recency, popularity (trending) and diversity (MMR).
 - **Dislikes** push papers close to them down; rules per interest (``Rules``) filter and boost.
 
@@ -44,6 +50,8 @@ LEXICAL_WEIGHT = 0.25
 POOL_TEMPERATURE = 0.4
 WHITENING_SHRINKAGE = 0.3
 COLLABORATIVE_WEIGHT = 0.4
+CARRIED_WEIGHT = 0.4
+CROWDING_WEIGHT = 0.3
 # A paper as close to a disliked paper as to the user's evidence loses half of its relevance. Not
 # measured: the development data has no dislikes. Strong enough that a near-duplicate of a
 # disliked paper (cosine ~1) falls below anything related to the user's evidence.
@@ -320,6 +328,8 @@ def rank(
     lexical_weight: float = LEXICAL_WEIGHT,
     space: Space | None = None,
     collaborative: np.ndarray | None = None,
+    carried: np.ndarray | None = None,
+    crowding: np.ndarray | None = None,
     dislikes: np.ndarray | None = None,
     facts: Facts | None = None,
     rules: Mapping[str, Rules] | None = None,
@@ -330,7 +340,9 @@ def rank(
 
     ``space``: whiten evidence, papers and dislikes before comparing (None: they already are, or
     plain cosine). ``texts`` (title and abstract per paper) turn on word matching and keyword rules.
-    ``collaborative``: a co-save score per paper. ``dislikes``: vectors of disliked papers (rows).
+    ``collaborative``: a co-save score per paper; ``carried`` and ``crowding``: co-saves carried to
+    each paper from the saved papers most like it, and its mean cosine to them
+    (``CoSaves.carried``). ``dislikes``: vectors of disliked papers (rows).
     ``min_score``: a paper whose best raw cosine (plus words) to an interest's evidence is below it
     is not worth showing for that interest. ``now``: unix seconds, for recency (default: the newest
     candidate's date).
@@ -359,6 +371,14 @@ def rank(
     if collaborative is not None and COLLABORATIVE_WEIGHT:
         cf_z = _standardised(collaborative)
         shared += COLLABORATIVE_WEIGHT * cf_z
+    carried_z = None
+    if carried is not None and CARRIED_WEIGHT:
+        carried = np.maximum(np.asarray(carried, np.float64), 0)  # NaN (unknown) stays NaN
+        scale = float(np.nanmean(carried)) if np.isfinite(carried).any() else 0.0
+        carried_z = _standardised(np.log1p(carried / max(scale, 1e-12)))
+        shared += CARRIED_WEIGHT * carried_z
+    if crowding is not None and CROWDING_WEIGHT:
+        shared -= CROWDING_WEIGHT * _standardised(crowding)
     if facts is not None and facts.popularity is not None and knobs.popularity:
         shared += knobs.popularity * _standardised(np.log1p(np.maximum(facts.popularity, 0)))
     if facts is not None and facts.published is not None and knobs.recency:
@@ -399,6 +419,10 @@ def rank(
         if cf_z is not None:
             for strong in np.flatnonzero(cf_z >= 1.0):
                 interest.extras[int(strong)].append("also saved by readers of your papers")
+        if carried_z is not None:
+            co_saved = cf_z if cf_z is not None else np.zeros(n)
+            for strong in np.flatnonzero((carried_z >= 1.5) & (co_saved < 1.0)):
+                interest.extras[int(strong)].append("like papers that readers of yours saved")
         interests.append(interest)
 
     chosen = _take_turns(interests, papers, k, knobs.diversity)

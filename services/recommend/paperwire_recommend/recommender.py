@@ -40,6 +40,8 @@ API_COSAVED_CANDIDATES = 200
 MAX_FEEDBACK_EVIDENCE = 500
 # Dislikes whose reason says the topic is fine: the paper is never shown again, nothing more.
 TOPIC_NEUTRAL_REASONS = frozenset({"low quality"})
+# Saved papers' vectors fetched per request to the vector store when co-saves are rebuilt.
+_VECTOR_BATCH = 1_000
 _FEEDBACK_KINDS = {"like": "liked", "save": "saved", "click": "clicked"}
 
 
@@ -107,9 +109,7 @@ class Recommender:
         self.vectors = vectors
         self.encoder = encoder
         self._space = _Cached(self._fit_space, settings.space_refresh_seconds)
-        self._cosaves = _Cached(
-            lambda: CoSaves(store.library_pairs()), settings.collaborative_refresh_seconds
-        )
+        self._cosaves = _Cached(self._build_cosaves, settings.collaborative_refresh_seconds)
 
     def _fit_space(self) -> tuple[Space | None]:
         sample = self.vectors.embedded_since(0.0, self.settings.space_sample)
@@ -117,6 +117,18 @@ class Recommender:
         space = Space.fit(np.stack(found)) if found else None
         log.info("whitened space %s from %d papers", "fitted" if space else "skipped", len(found))
         return (space,)  # a tuple, so "no space yet" (too few papers) is still a cached value
+
+    def _build_cosaves(self) -> CoSaves:
+        cosaves = CoSaves(self.store.library_pairs())
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(cosaves.ids), _VECTOR_BATCH):
+            batch = cosaves.ids[start : start + _VECTOR_BATCH]
+            for paper in self.vectors.get(batch, with_vectors=True):
+                if paper.vector is not None:
+                    found[paper.paper_id] = paper.vector
+        cosaves.attach_vectors(found)
+        log.info("co-saves rebuilt: %d saved papers", len(cosaves))
+        return cosaves
 
     async def space(self) -> Space | None:
         return (await self._space.get())[0]
@@ -186,16 +198,20 @@ class Recommender:
     ) -> list[Recommendation]:
         """The one ranking call behind both the API and the digests."""
         ids = [p.paper_id for p in papers]
+        vectors = np.stack([p.vector for p in papers if p.vector is not None])
+        carried, crowding = cosaves.carried(profile.library, ids, vectors) or (None, None)
         ranked = rank(
             profile.evidence,
             ids,
-            np.stack([p.vector for p in papers if p.vector is not None]),
+            vectors,
             k=k,
             texts=[paper_text(p.payload) for p in papers],
             min_score=min_score,
             exclude=profile.exclude,
             space=space,
             collaborative=cosaves.scores(profile.library, ids) if len(cosaves) else None,
+            carried=carried,
+            crowding=crowding,
             dislikes=profile.dislikes,
             facts=facts_of([p.payload for p in papers]),
             rules=profile.rules,
