@@ -8,6 +8,7 @@ qdrant-client (``QDRANT_URL`` set) and embedded Qdrant Edge on disk (no URL).
 from __future__ import annotations
 
 import fcntl
+import functools
 import threading
 import uuid
 from collections.abc import Collection, Iterable, Sequence
@@ -27,7 +28,9 @@ _KEYWORD_FIELDS = ("paper_id",)
 _FLOAT_FIELDS = ("embedded_at", "published_ts")
 
 
+@functools.lru_cache(maxsize=200_000)
 def point_id(paper_id: str) -> str:
+    """Qdrant's id of a paper (a UUID derived from its id); cached: every request converts hundreds."""
     return str(uuid.uuid5(_POINT_NAMESPACE, paper_id))
 
 
@@ -51,6 +54,7 @@ class Hit:
     paper_id: str
     score: float
     payload: dict[str, Any]
+    vector: np.ndarray | None = None  # only when searched ``with_vectors``
 
 
 class VectorStore(Protocol):
@@ -67,6 +71,7 @@ class VectorStore(Protocol):
         *,
         exclude: Collection[str] = (),
         published_since: float | None = None,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """The ``k`` nearest papers by cosine, best first, skipping ``exclude`` (paper ids)."""
 
@@ -103,10 +108,13 @@ def _as_list(vector: Any) -> list[float]:
     return np.asarray(vector, dtype=np.float32).tolist()
 
 
+def _array(vector: Any) -> np.ndarray | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+
 def _stored(payload: dict[str, Any] | None, vector: Any) -> StoredPaper:
     payload = payload or {}
-    array = None if vector is None else np.asarray(vector, dtype=np.float32)
-    return StoredPaper(paper_id=payload["paper_id"], payload=payload, vector=array)
+    return StoredPaper(paper_id=payload["paper_id"], payload=payload, vector=_array(vector))
 
 
 def _in_order(found: Iterable[StoredPaper], paper_ids: Sequence[str]) -> list[StoredPaper]:
@@ -172,6 +180,7 @@ class QdrantServerStore:
         *,
         exclude: Collection[str] = (),
         published_since: float | None = None,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         if k <= 0 or not self._collection_exists():
             return []
@@ -189,8 +198,13 @@ class QdrantServerStore:
             limit=k,
             query_filter=models.Filter(must=must or None, must_not=must_not or None),
             with_payload=True,
+            with_vectors=with_vectors,
         )
-        return [Hit(p.payload["paper_id"], p.score, p.payload) for p in result.points if p.payload]
+        return [
+            Hit(p.payload["paper_id"], p.score, p.payload, _array(p.vector))
+            for p in result.points
+            if p.payload
+        ]
 
     def embedded_since(self, since: float, limit: int) -> list[StoredPaper]:
         if limit <= 0 or not self._collection_exists():
@@ -307,6 +321,7 @@ class QdrantEdgeStore:
         *,
         exclude: Collection[str] = (),
         published_since: float | None = None,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         shard = self._live()
         if shard is None or k <= 0:
@@ -324,12 +339,13 @@ class QdrantEdgeStore:
             query=edge.Query.Nearest(_as_list(vector)),
             filter=edge.Filter(must=must or None, must_not=must_not or None),
             with_payload=True,
+            with_vector=with_vectors,
             # Exact: correct at any size, ~10 ms at 100k points. Edge only builds HNSW when
             # optimize() is called (~5 min at 100k here; 60k upserts stay 1 plain segment).
             params=edge.SearchParams(exact=True),
         )
         return [
-            Hit(p.payload["paper_id"], p.score, p.payload)
+            Hit(p.payload["paper_id"], p.score, p.payload, _array(p.vector))
             for p in shard.query(request)
             if p.payload
         ]

@@ -80,9 +80,12 @@ class OutageStore:
         *,
         exclude: Collection[str] = (),
         published_since: float | None = None,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         self._up()
-        return self.inner.search(vector, k, exclude=exclude, published_since=published_since)
+        return self.inner.search(
+            vector, k, exclude=exclude, published_since=published_since, with_vectors=with_vectors
+        )
 
     def embedded_since(self, since: float, limit: int) -> list[StoredPaper]:
         self._up()

@@ -140,6 +140,18 @@ def test_search_returns_the_nearest_papers_best_first_with_their_payload(
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+def test_search_returns_the_stored_vectors_only_when_asked(store: VectorStore) -> None:
+    vectors = unit_vectors(20)
+    store.upsert(papers(vectors))
+
+    [with_vector] = store.search(vectors[7], 1, with_vectors=True)
+    [without] = store.search(vectors[7], 1)
+
+    assert with_vector.vector is not None
+    np.testing.assert_allclose(with_vector.vector, vectors[7], atol=1e-6)
+    assert without.vector is None
+
+
 def test_search_returns_at_most_k_hits(store: VectorStore) -> None:
     store.upsert(papers(unit_vectors(5)))
 

@@ -274,15 +274,18 @@ class _Interest:
 
 def lexical_scores(
     evidence: Sequence[Evidence], texts: Sequence[str]
-) -> tuple[np.ndarray, list[list[list[str]]]]:
-    """Per evidence × paper: idf-weighted share of the evidence's terms in the paper, and which."""
+) -> tuple[np.ndarray, list[list[list[str]] | None]]:
+    """Per evidence × paper: idf-weighted share of the evidence's terms in the paper, and which
+    (None for evidence without text: a 200-paper library would otherwise build 80k empty lists)."""
     docs = [terms(t) for t in texts]
     n = len(docs)
     scores = np.zeros((len(evidence), n), dtype=np.float32)
-    matched: list[list[list[str]]] = [[[] for _ in docs] for _ in evidence]
+    matched: list[list[list[str]] | None] = [None] * len(evidence)
     for row, item in enumerate(evidence):
         if item.text is None:
             continue
+        found: list[list[str]] = [[] for _ in docs]
+        matched[row] = found
         wanted = terms(item.text)
         idf = {t: math.log((n + 1) / (sum(t in d for d in docs) + 1)) + 1e-6 for t in wanted}
         total = sum(idf.values())
@@ -291,7 +294,7 @@ def lexical_scores(
         for col, doc in enumerate(docs):
             hits = sorted((t for t in wanted if t in doc), key=lambda t: (-idf[t], t))
             scores[row, col] = sum(idf[t] for t in hits) / total
-            matched[row][col] = hits
+            found[col] = hits
     return scores, matched
 
 
@@ -430,8 +433,8 @@ def rank(
     for col, interest in chosen:
         row = int(interest.best_row[col])
         reason = evidence[row].reason
-        if matched is not None and (found := matched[row][col]):
-            reason += f" ({', '.join(found[:3])})"
+        if matched is not None and (hits := matched[row]) and hits[col]:
+            reason += f" ({', '.join(hits[col][:3])})"
         if interest.extras[col]:
             reason += "; " + "; ".join(interest.extras[col])
         out.append(Ranked(paper_ids[col], float(interest.score[col]), reason, interest.name))

@@ -230,24 +230,34 @@ class Recommender:
         space, cosaves = await self.space(), await self.cosaves()
 
         def candidates() -> list[StoredPaper]:
-            found: dict[str, None] = {}
+            # Searches return the vectors too: fetching them again cost a second round trip.
+            found: dict[str, StoredPaper] = {}
             limit = max(k * 10, API_CANDIDATES_PER_INTEREST)
             for query in _queries(profile.evidence):
                 for hit in self.vectors.search(
-                    query, limit, exclude=profile.exclude, published_since=published_since
+                    query,
+                    limit,
+                    exclude=profile.exclude,
+                    published_since=published_since,
+                    with_vectors=True,
                 ):
-                    found.setdefault(hit.paper_id)
+                    if hit.vector is not None:
+                        found.setdefault(
+                            hit.paper_id, StoredPaper(hit.paper_id, hit.payload, hit.vector)
+                        )
             if len(cosaves):
-                for paper_id in cosaves.neighbours(profile.library, API_COSAVED_CANDIDATES):
-                    if paper_id not in profile.exclude:
-                        found.setdefault(paper_id)
-            stored = self.vectors.get(list(found), with_vectors=True)
-            return [
-                p
-                for p in stored
-                if p.vector is not None
-                and (published_since is None or p.payload.get("published_ts", 0) >= published_since)
-            ]
+                wanted = [
+                    paper_id
+                    for paper_id in cosaves.neighbours(profile.library, API_COSAVED_CANDIDATES)
+                    if paper_id not in profile.exclude and paper_id not in found
+                ]
+                for paper in self.vectors.get(wanted, with_vectors=True):
+                    if paper.vector is not None and (
+                        published_since is None
+                        or paper.payload.get("published_ts", 0) >= published_since
+                    ):
+                        found.setdefault(paper.paper_id, paper)
+            return list(found.values())
 
         papers = await asyncio.to_thread(candidates)
         if not papers:
