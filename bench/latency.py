@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 TARGET_P99_MS = 50.0
 CLIENTS = 32
 LIBRARY_USERS = 50
+ACTIVE_USERS = 300
 
 
 def numpy_floor(ds: corpus.Dataset, user_ids: list[str], k: int = 10) -> list[float]:
@@ -93,13 +94,45 @@ async def run(
             health = await load.closed_loop(
                 port, lambda: "/healthz", clients=CLIENTS, seconds=seconds / 2, headers=headers
             )
+            # Each 200-paper-library user once (computed), then each again (given from the
+            # answers recommend keeps while nothing they rest on has changed).
+            library_users = ds.library_user_ids
             library = await load.closed_loop(
                 port,
-                load.picker(ds.library_user_ids, recommendations),
+                load.cycler(library_users, recommendations),
+                clients=1,
+                seconds=60,
+                warmup=0,
+                max_requests=len(library_users),
+                headers=headers,
+            )
+            library_again = await load.closed_loop(
+                port,
+                load.cycler(library_users, recommendations),
                 clients=1,
                 seconds=30,
                 warmup=0,
-                max_requests=8,
+                max_requests=3 * len(library_users),
+                headers=headers,
+            )
+            # Users coming back (a page reloaded, a feed reader polling): ACTIVE_USERS users
+            # asked once, then asked again by 32 clients.
+            active = ds.user_ids[:ACTIVE_USERS]
+            await load.closed_loop(
+                port,
+                load.cycler(active, recommendations),
+                clients=CLIENTS,
+                seconds=120,
+                warmup=0,
+                max_requests=len(active),
+                headers=headers,
+            )
+            returning = await load.closed_loop(
+                port,
+                load.picker(active, recommendations),
+                clients=CLIENTS,
+                seconds=seconds / 2,
+                warmup=1,
                 headers=headers,
             )
             peak_rss = load.peak_rss_mib(server.pid)
@@ -118,20 +151,22 @@ async def run(
         "healthz": health,
         "single": single,
         "library": library,
+        "library again": library_again,
+        "returning": returning,
     }.items():
         if result.errors:
             part.note(f"NOT 200 on {name}: {result.statuses} (these requests are in the figures)")
     base = f"/healthz, {CLIENTS} clients"
     part.add(f"/healthz, {CLIENTS} clients: p99", health.percentile(99), "ms", note="baseline")
     part.add(
-        f"recommendations, {CLIENTS} clients: p50",
+        f"random users of {users:,}, {CLIENTS} clients: p50",
         loaded.percentile(50),
         "ms",
         baseline=f"{base} p50",
         baseline_value=health.percentile(50),
     )
     part.add(
-        f"recommendations, {CLIENTS} clients: p99",
+        f"random users of {users:,}, {CLIENTS} clients: p99",
         loaded.percentile(99),
         "ms",
         baseline=f"{base} p99",
@@ -140,7 +175,7 @@ async def run(
         met=loaded.percentile(99) < TARGET_P99_MS,
     )
     part.add(
-        f"recommendations, {CLIENTS} clients: throughput",
+        f"random users of {users:,}, {CLIENTS} clients: throughput",
         loaded.throughput,
         "req/s",
         baseline=base,
@@ -161,12 +196,41 @@ async def run(
         baseline_value=floor_p99,
     )
     part.add(
-        "recommendations for a 200-paper-library user, 1 client: p50",
+        "200-paper-library user, first request (computed), 1 client: p50",
         library.percentile(50),
         "ms",
         baseline="numpy top-k floor p50",
         baseline_value=floor_p50,
-        note=f"{len(library.latencies)} requests",
+        note=f"{len(library.latencies)} users, each once",
+    )
+    part.add(
+        "200-paper-library user, first request (computed), 1 client: p99",
+        library.percentile(99),
+        "ms",
+        baseline="numpy top-k floor p99",
+        baseline_value=floor_p99,
+        target=f"< {TARGET_P99_MS:.0f} ms",
+        met=library.percentile(99) < TARGET_P99_MS,
+    )
+    part.add(
+        "200-paper-library user, asked again (answer kept), 1 client: p99",
+        library_again.percentile(99),
+        "ms",
+        baseline="first request p99",
+        baseline_value=library.percentile(99),
+        target=f"< {TARGET_P99_MS:.0f} ms",
+        met=library_again.percentile(99) < TARGET_P99_MS,
+        note=f"{len(library_again.latencies)} requests",
+    )
+    part.add(
+        f"returning users ({ACTIVE_USERS} asked before), {CLIENTS} clients: p99",
+        returning.percentile(99),
+        "ms",
+        baseline=f"{base} p99",
+        baseline_value=health.percentile(99),
+        target=f"< {TARGET_P99_MS:.0f} ms",
+        met=returning.percentile(99) < TARGET_P99_MS,
+        note=f"{returning.throughput:,.0f} req/s",
     )
     part.add(
         "first recommendation after start (builds recommend's caches)",

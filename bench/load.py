@@ -7,6 +7,7 @@ several times more CPU per request, which would be taken from the server being m
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import subprocess
@@ -121,6 +122,12 @@ async def one_request(port: int, path: str, headers: Sequence[tuple[str, str]] =
 def picker(items: Sequence[str], template: str, seed: int = 0) -> Callable[[], str]:
     rng = random.Random(seed)
     return lambda: template.format(rng.choice(items))
+
+
+def cycler(items: Sequence[str], template: str) -> Callable[[], str]:
+    """Each item in turn, then again from the first."""
+    turn = itertools.cycle(items)
+    return lambda: template.format(next(turn))
 
 
 async def wait_until_up(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:

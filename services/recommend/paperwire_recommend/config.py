@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # whitened space (corpus statistics, slow to change) and co-saves (every user's library).
     space_refresh_seconds: float = Field(default=3600, gt=0)
     collaborative_refresh_seconds: float = Field(default=300, gt=0)
+    # Each user's last recommendations are given again while still right (recommender.Answers):
+    # this many users at most (~20 KB each at 10 papers), and no answer older than this.
+    answer_cache_size: int = Field(default=2_000, ge=0)
+    answer_max_age_seconds: float = Field(default=600, ge=0)
     # Papers sampled from the vector store to fit the whitened space (384 dims need ~800+).
     space_sample: int = Field(default=20_000, ge=1)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -63,6 +64,20 @@ class Profile:
     exclude: frozenset[str]  # sent, disliked, or already reacted to: never recommended
 
 
+class _ProfileRows(NamedTuple):
+    """What the SQL store holds of a profile besides the user row."""
+
+    feedback: list[dict[str, Any]]
+    sent: frozenset[str]  # sent or disliked
+    knobs: dict[str, float] | None
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Changes whenever any of it changes (feedback is only ever added)."""
+        last = self.feedback[-1]["feedback_id"] if self.feedback else None
+        knobs = tuple(sorted(self.knobs.items())) if self.knobs else None
+        return (len(self.feedback), last, len(self.sent), hash(self.sent), knobs)
+
+
 T = TypeVar("T")
 
 
@@ -100,6 +115,52 @@ class _Cached(Generic[T]):
             self._task = None
 
 
+@dataclass(frozen=True)
+class _Answer:
+    key: tuple[Any, ...]
+    computed_at: float  # wall clock, comparable with the papers' embedded_at
+    found: list[Recommendation]
+
+
+class Answers:
+    """Each user's last recommendations, given again while nothing they rest on has changed.
+
+    An answer rests on the request (k, since), the user's profile (interests, feedback, sent papers,
+    knobs), the shared ranking models and the papers in the vector store. The caller puts the first
+    three in the key; a paper embedded after the answer was computed (less ``CLOCK_SLACK``, for the
+    clocks of other hosts) makes it stale, and so does age (``max_age``: recency and popularity
+    move on their own). At most ``size`` users are kept, least recently asked first out.
+
+    A hit costs the profile's SQL and one filtered look-up in the vector store instead of a vector
+    search, fetching candidates and ranking them (bench/README.md, recommendation latency).
+    """
+
+    CLOCK_SLACK = 60.0
+
+    def __init__(self, size: int, max_age: float) -> None:
+        self.size = size
+        self.max_age = max_age
+        self._answers: OrderedDict[str, _Answer] = OrderedDict()
+
+    def get(self, user_id: str, key: tuple[Any, ...], now: float) -> _Answer | None:
+        answer = self._answers.get(user_id)
+        if answer is None or answer.key != key or now - answer.computed_at > self.max_age:
+            return None
+        self._answers.move_to_end(user_id)
+        return answer
+
+    def put(self, user_id: str, answer: _Answer) -> None:
+        if self.size <= 0:
+            return
+        self._answers[user_id] = answer
+        self._answers.move_to_end(user_id)
+        while len(self._answers) > self.size:
+            self._answers.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+
 class Recommender:
     def __init__(
         self, settings: Settings, store: Store, vectors: VectorStore, encoder: TextEncoder
@@ -110,6 +171,7 @@ class Recommender:
         self.encoder = encoder
         self._space = _Cached(self._fit_space, settings.space_refresh_seconds)
         self._cosaves = _Cached(self._build_cosaves, settings.collaborative_refresh_seconds)
+        self.answers = Answers(settings.answer_cache_size, settings.answer_max_age_seconds)
 
     def _fit_space(self) -> tuple[Space | None]:
         sample = self.vectors.embedded_since(0.0, self.settings.space_sample)
@@ -145,13 +207,17 @@ class Recommender:
                 interest.vector = [float(x) for x in row]
             await asyncio.to_thread(self.store.update_user, user, user.updated_at)
 
-    async def profile(self, user: User) -> Profile:
-        await self._interest_vectors(user)
+    async def _profile_rows(self, user: User) -> _ProfileRows:
         feedback, sent, knobs = await asyncio.gather(
             asyncio.to_thread(self.store.feedback_of, user.id),
             asyncio.to_thread(self.store.excluded_papers, user.id),
             asyncio.to_thread(self.store.get_knobs, user.id),
         )
+        return _ProfileRows(feedback, sent, knobs)
+
+    async def profile(self, user: User, rows: _ProfileRows | None = None) -> Profile:
+        await self._interest_vectors(user)
+        feedback, sent, knobs = rows or await self._profile_rows(user)
         latest: dict[str, dict[str, Any]] = {}
         for row in feedback:  # oldest first: the latest reaction to a paper wins
             latest.pop(row["paper_id"], None)
@@ -224,10 +290,42 @@ class Recommender:
     async def recommend(
         self, user: User, k: int, published_since: float | None = None
     ) -> list[Recommendation]:
-        profile = await self.profile(user)
+        """The user's ``k`` best papers now (only papers published since ``published_since``).
+
+        Given again from ``self.answers`` while still right (see Answers).
+        """
+        rows = await self._profile_rows(user)
+        space, cosaves = await self.space(), await self.cosaves()
+        key = (
+            k,
+            published_since,
+            user.updated_at,
+            rows.fingerprint(),
+            self._space.built_at,
+            self._cosaves.built_at,
+        )
+        started = time.time()
+        answer = self.answers.get(user.id, key, started)
+        if answer is not None:
+            since = answer.computed_at - Answers.CLOCK_SLACK
+            if not await asyncio.to_thread(self.vectors.embedded_since, since, 1):
+                return answer.found
+        found = await self._recommend(user, k, published_since, rows, space, cosaves)
+        self.answers.put(user.id, _Answer(key, started, found))
+        return found
+
+    async def _recommend(
+        self,
+        user: User,
+        k: int,
+        published_since: float | None,
+        rows: _ProfileRows,
+        space: Space | None,
+        cosaves: CoSaves,
+    ) -> list[Recommendation]:
+        profile = await self.profile(user, rows)
         if not profile.evidence:
             return []
-        space, cosaves = await self.space(), await self.cosaves()
 
         def candidates() -> list[StoredPaper]:
             # Searches return the vectors too: fetching them again cost a second round trip.

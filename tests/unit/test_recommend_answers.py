@@ -1,0 +1,119 @@
+"""A user's last recommendations are given again only while nothing they rest on has changed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paperwire_recommend.config import Settings
+from paperwire_recommend.recommender import Answers, Recommender, _Answer
+from paperwire_recommend.store import Interest, Store
+from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
+from tests.fakes import HashingEncoder, LocalTextEncoder
+
+TITLES = {
+    "lora": "LoRA low-rank adapters for language models",
+    "prefix": "Prefix tuning adapters for language models",
+    "quant": "Quantised adapters for small language models",
+    "splat": "Gaussian splatting of dynamic scenes",
+}
+
+
+class SearchCounting(QdrantEdgeStore):
+    """The real Edge store, counting the vector searches a request makes."""
+
+    searches = 0
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        self.searches += 1
+        return super().search(*args, **kwargs)
+
+
+def stored(encoder: HashingEncoder, titles: dict[str, str], at: float) -> list[StoredPaper]:
+    vectors = encoder.encode(list(titles.values()))
+    return [
+        StoredPaper(pid, {"paper_id": pid, "title": title, "embedded_at": at}, vector)
+        for (pid, title), vector in zip(titles.items(), vectors, strict=True)
+    ]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[Recommender, SearchCounting, Store, HashingEncoder]]:
+    encoder = HashingEncoder()
+    vectors = SearchCounting(tmp_path / "qdrant")
+    vectors.upsert(stored(encoder, TITLES, at=time.time() - 3600))  # embedded an hour ago
+    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
+    yield Recommender(settings, store, vectors, LocalTextEncoder(encoder)), vectors, store, encoder
+    vectors.close()
+
+
+def new_user(store: Store) -> Any:
+    interest = Interest("adapters", text="adapters for language models")
+    return store.create_user("a@example.org", "daily", 5, [interest], datetime.now(UTC))
+
+
+async def test_the_same_question_again_is_answered_without_a_new_search(world):
+    recommender, vectors, store, _ = world
+    user = new_user(store)
+    first = await recommender.recommend(user, 3)
+    searches = vectors.searches
+    again = await recommender.recommend(store.get_user(user.id), 3)
+    assert [r.ranked.paper_id for r in again] == [r.ranked.paper_id for r in first]
+    assert vectors.searches == searches
+    await recommender.recommend(user, 2)  # another question
+    assert vectors.searches == searches + 1
+
+
+async def test_feedback_makes_the_next_answer_new(world):
+    recommender, _, store, _ = world
+    user = new_user(store)
+    top = (await recommender.recommend(user, 3))[0].ranked.paper_id
+    store.record_feedback("f1", user.id, top, "dislike", None, datetime.now(UTC))
+    after = await recommender.recommend(user, 3)
+    assert top not in [r.ranked.paper_id for r in after]
+
+
+async def test_a_paper_embedded_after_the_answer_makes_it_stale(world):
+    recommender, vectors, store, encoder = world
+    user = new_user(store)
+    await recommender.recommend(user, 5)
+    vectors.upsert(
+        stored(encoder, {"new": "Adapters for language models, a new paper"}, time.time())
+    )
+    after = await recommender.recommend(user, 5)
+    assert "new" in [r.ranked.paper_id for r in after]
+
+
+async def test_an_edited_interest_makes_the_next_answer_new(world):
+    recommender, _, store, _ = world
+    user = new_user(store)
+    before = await recommender.recommend(user, 1)
+    user.interests = [Interest("splatting", text="gaussian splatting of scenes")]
+    store.update_user(user, datetime.now(UTC))
+    after = await recommender.recommend(store.get_user(user.id), 1)
+    assert before[0].ranked.paper_id != "splat"
+    assert after[0].ranked.paper_id == "splat"
+
+
+def answer(key: tuple[Any, ...], at: float) -> _Answer:
+    return _Answer(key, at, [])
+
+
+def test_answers_expire_and_the_least_recently_asked_user_goes_first():
+    answers = Answers(size=2, max_age=10)
+    answers.put("a", answer((1,), 100.0))
+    answers.put("b", answer((1,), 100.0))
+    assert answers.get("a", (1,), 105.0) is not None  # "a" now asked most recently
+    assert answers.get("a", (2,), 105.0) is None  # another key
+    assert answers.get("a", (1,), 111.0) is None  # too old
+    answers.put("c", answer((1,), 100.0))
+    assert answers.get("b", (1,), 105.0) is None and len(answers) == 2
+    off = Answers(size=0, max_age=10)
+    off.put("a", answer((1,), 100.0))
+    assert len(off) == 0
