@@ -92,3 +92,10 @@ def test_carrying_needs_vectors_and_more_saved_papers_than_neighbours():
     few = CoSaves(pairs())
     few.attach_vectors(TOPICS)  # 6 saved papers, 20 neighbours wanted
     assert few.carried(["mine"], ["new"], unit(1, 0, 0, 0)[None, :]) is None
+
+
+def test_only_the_most_relevant_new_papers_are_carried_to(carrying):
+    vectors = np.stack([unit(0.1, 1, 0, 0), unit(0.2, 1, 0, 0)])
+    relevance = np.asarray([0.1, 0.9])
+    carried, _ = carrying.carried(["mine"], ["new-a", "new-b"], vectors, relevance, limit=1)
+    assert np.isnan(carried[0]) and carried[1] > 0

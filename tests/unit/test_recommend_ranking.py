@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from paperwire_recommend.digest import Schedule, on_demand_key, period_key
-from paperwire_recommend.ranking import Evidence, rank, terms
+from paperwire_recommend.ranking import Evidence, rank, terms, uses, words_of
 
 
 def unit(*xs: float) -> np.ndarray:
@@ -90,3 +90,17 @@ def test_rare_words_of_an_interest_lift_the_papers_that_use_them():
 
 def test_terms_drop_stop_words_short_words_and_plurals():
     assert terms("The LoRA adapters of an LLM, via 3D") == {"lora", "adapter", "llm"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "LoRA adapters for language models",
+        "A class of bias-free lenses, gas and bus models; classes of adapter",
+        "Gaussian splats: splatting with 3D Gaussians is fast",
+    ],
+)
+def test_a_paper_uses_a_term_exactly_when_its_terms_hold_it(text):
+    asked = terms("adapter class clas bias gas bus lens model splat gaussian language fast lora")
+    words = words_of(text)
+    assert {t for t in asked if uses(words, t)} == asked & terms(text)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -108,19 +109,15 @@ _STOPWORDS = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=200_000)
 def terms(text: str) -> frozenset[str]:
-    """Lower-cased words of three or more letters, stop words out, a plural 's' dropped.
-
-    Cached: tokenising the ~165 candidates of a request took ~55 ms of its ~135 ms (bench/README.md),
-    and the same papers come back request after request.
-    """
-    found = set()
-    for word in _WORD.findall(text.lower()):
-        if len(word) < 3 or word in _STOPWORDS:
-            continue
-        found.add(word[:-1] if len(word) > 4 and word.endswith("s") else word)
-    return frozenset(found)
+    """Lower-cased words of three or more letters, stop words out, a plural 's' dropped: what an
+    interest's text asks for (a paper uses a term when ``uses(words_of(paper), term)``)."""
+    words = set(_WORD.findall(text.lower())) - _STOPWORDS
+    return frozenset(
+        word[:-1] if len(word) > 4 and word.endswith("s") else word
+        for word in words
+        if len(word) >= 3
+    )
 
 
 @dataclass(frozen=True)
@@ -269,7 +266,21 @@ class _Interest:
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))
     best_row: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     eligible: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    extras: list[list[str]] = field(default_factory=list)
+    # Extra reasons by candidate column (most candidates have none).
+    extras: defaultdict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+
+@functools.lru_cache(maxsize=200_000)
+def words_of(text: str) -> frozenset[str]:
+    """The lower-cased words of a paper's text. Cached: the same papers come back request after
+    request, and splitting ~200 abstracts into terms took ~50 ms of a request (bench/README.md)."""
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def uses(words: frozenset[str], term: str) -> bool:
+    """Whether a text of these ``words_of`` uses a term of ``terms``, as it is or in the plural
+    (the same as ``term in terms(text)``, without building the text's terms)."""
+    return term in words or (len(term) >= 4 and term + "s" in words)
 
 
 def lexical_scores(
@@ -277,7 +288,7 @@ def lexical_scores(
 ) -> tuple[np.ndarray, list[list[list[str]] | None]]:
     """Per evidence × paper: idf-weighted share of the evidence's terms in the paper, and which
     (None for evidence without text: a 200-paper library would otherwise build 80k empty lists)."""
-    docs = [terms(t) for t in texts]
+    docs = [words_of(t) for t in texts]
     n = len(docs)
     scores = np.zeros((len(evidence), n), dtype=np.float32)
     matched: list[list[list[str]] | None] = [None] * len(evidence)
@@ -287,12 +298,12 @@ def lexical_scores(
         found: list[list[str]] = [[] for _ in docs]
         matched[row] = found
         wanted = terms(item.text)
-        idf = {t: math.log((n + 1) / (sum(t in d for d in docs) + 1)) + 1e-6 for t in wanted}
+        idf = {t: math.log((n + 1) / (sum(uses(d, t) for d in docs) + 1)) + 1e-6 for t in wanted}
         total = sum(idf.values())
         if not total:
             continue
         for col, doc in enumerate(docs):
-            hits = sorted((t for t in wanted if t in doc), key=lambda t: (-idf[t], t))
+            hits = sorted((t for t in wanted if uses(doc, t)), key=lambda t: (-idf[t], t))
             scores[row, col] = sum(idf[t] for t in hits) / total
             found[col] = hits
     return scores, matched
@@ -310,11 +321,7 @@ def _standardised(values: np.ndarray) -> np.ndarray:
     return np.where(known, (values - mean) / std, 0.0)
 
 
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
-
-
-def _mentions(text_words: set[str], keyword: str) -> bool:
+def _mentions(text_words: frozenset[str], keyword: str) -> bool:
     wanted = _WORD.findall(keyword.lower())
     return bool(wanted) and all(w in text_words for w in wanted)
 
@@ -398,7 +405,7 @@ def rank(
 
     blocked = np.fromiter((p in exclude for p in paper_ids), bool, n)
     keyworded = rules and any(r.include_keywords or r.exclude_keywords for r in rules.values())
-    words = [_words(t) for t in texts] if texts is not None and keyworded else None
+    words = [words_of(t) for t in texts] if texts is not None and keyworded else None
     interests = []
     for name in dict.fromkeys(e.interest for e in evidence):
         rows = np.asarray([i for i, e in enumerate(evidence) if e.interest == name])
@@ -416,7 +423,6 @@ def rank(
         interest.eligible = ~blocked
         if gate is not None:
             interest.eligible &= gate[rows].max(axis=0) >= min_score
-        interest.extras = [[] for _ in range(n)]
         if rules and (rule := rules.get(name)):
             _apply_rules(interest, rule, spread, words, facts)
         if cf_z is not None:
@@ -435,8 +441,8 @@ def rank(
         reason = evidence[row].reason
         if matched is not None and (hits := matched[row]) and hits[col]:
             reason += f" ({', '.join(hits[col][:3])})"
-        if interest.extras[col]:
-            reason += "; " + "; ".join(interest.extras[col])
+        if extra := interest.extras.get(col):
+            reason += "; " + "; ".join(extra)
         out.append(Ranked(paper_ids[col], float(interest.score[col]), reason, interest.name))
     return sorted(out, key=lambda r: -r.score)
 
@@ -445,7 +451,7 @@ def _apply_rules(
     interest: _Interest,
     rule: Rules,
     spread: float,
-    words: list[set[str]] | None,
+    words: list[frozenset[str]] | None,
     facts: Facts | None,
 ) -> None:
     categories = facts.categories if facts is not None else None

@@ -20,7 +20,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
-from paperwire_recommend.collaborative import CoSaves
+from paperwire_recommend.collaborative import SHORTLIST_PER_PAPER, CoSaves
 from paperwire_recommend.config import Settings
 from paperwire_recommend.encoder import TextEncoder
 from paperwire_recommend.ranking import Evidence, Facts, Knobs, Ranked, Rules, Space, rank
@@ -265,7 +265,10 @@ class Recommender:
         """The one ranking call behind both the API and the digests."""
         ids = [p.paper_id for p in papers]
         vectors = np.stack([p.vector for p in papers if p.vector is not None])
-        carried, crowding = cosaves.carried(profile.library, ids, vectors) or (None, None)
+        closest = (np.stack([e.vector for e in profile.evidence]) @ vectors.T).max(axis=0)
+        carried, crowding = cosaves.carried(
+            profile.library, ids, vectors, closest, SHORTLIST_PER_PAPER * k
+        ) or (None, None)
         ranked = rank(
             profile.evidence,
             ids,
