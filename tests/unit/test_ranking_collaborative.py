@@ -99,3 +99,16 @@ def test_only_the_most_relevant_new_papers_are_carried_to(carrying):
     relevance = np.asarray([0.1, 0.9])
     carried, _ = carrying.carried(["mine"], ["new-a", "new-b"], vectors, relevance, limit=1)
     assert np.isnan(carried[0]) and carried[1] > 0
+
+
+def test_a_rebuild_from_the_same_saves_keeps_what_it_found_and_other_saves_do_not(carrying):
+    vectors = np.stack([unit(0.1, 1, 0, 0)])
+    carrying.carried(["mine"], ["new"], vectors)
+    again = CoSaves(pairs())
+    again.attach_vectors(TOPICS)
+    again.adopt(carrying)
+    assert again.version == carrying.version and "new" in again._near
+    other = CoSaves([*pairs(), ("r5", "often")])
+    other.attach_vectors(TOPICS)
+    other.adopt(carrying)
+    assert other.version != carrying.version and not other._near

@@ -49,9 +49,12 @@ class CoSaves:
         readers: dict[str, int] = {}
         papers: dict[str, int] = {}
         rows, cols = [], []
-        for reader, paper in dict.fromkeys(pairs):
+        unique = tuple(dict.fromkeys(pairs))
+        for reader, paper in unique:
             rows.append(readers.setdefault(reader, len(readers)))
             cols.append(papers.setdefault(paper, len(papers)))
+        # Equal for two builds from the same saves: what an answer kept for a user rests on.
+        self.version = hash(unique)
         self.papers = papers
         self.ids = list(papers)
         shape = (len(readers), len(papers))
@@ -79,6 +82,17 @@ class CoSaves:
                 matrix[row] = vector
         self._vectors = matrix if dim else None
         self._near.clear()
+
+    def adopt(self, previous: CoSaves) -> None:
+        """Keep ``previous``'s nearest saved papers of each candidate when this build has the same
+        saves and saved papers' vectors (rebuilt every few minutes, the saves rarely change)."""
+        same_vectors = (
+            self._vectors is not None
+            and previous._vectors is not None
+            and np.array_equal(self._vectors, previous._vectors)
+        )
+        if previous.version == self.version and same_vectors:
+            self._near = previous._near
 
     def __len__(self) -> int:
         return len(self.papers)

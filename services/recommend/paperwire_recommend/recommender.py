@@ -189,6 +189,8 @@ class Recommender:
                 if paper.vector is not None:
                     found[paper.paper_id] = paper.vector
         cosaves.attach_vectors(found)
+        if self._cosaves.value is not None:
+            cosaves.adopt(self._cosaves.value)
         log.info("co-saves rebuilt: %d saved papers", len(cosaves))
         return cosaves
 
@@ -305,7 +307,7 @@ class Recommender:
             user.updated_at,
             rows.fingerprint(),
             self._space.built_at,
-            self._cosaves.built_at,
+            cosaves.version,
         )
         started = time.time()
         answer = self.answers.get(user.id, key, started)
