@@ -223,7 +223,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     try:
         report = evaluation.run(
-            args.data, args.protocol, users=args.users, seed=args.seed, progress=progress
+            args.data,
+            args.protocol,
+            users=args.users,
+            seed=args.seed,
+            content_only=args.content_only,
+            progress=progress,
         )
     except evaluation.EvalError as exc:
         raise CliError(str(exc)) from exc
@@ -333,6 +338,11 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--users", type=int, metavar="N", help="sample N users (default all)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument(
+        "--content-only",
+        action="store_true",
+        help="paperwire learns nothing from other users' saves (the peers never do)",
+    )
     evaluate.set_defaults(func=cmd_eval)
     return top
 

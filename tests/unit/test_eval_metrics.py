@@ -154,3 +154,16 @@ def test_eval_json_has_every_method_with_the_three_metrics(tmp_path, monkeypatch
     for metrics in report["methods"].values():
         assert set(metrics) == {"recall@10", "recall@50", "ndcg@10"}
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_content_only_paperwire_learns_nothing_from_other_users(tmp_path):
+    data = ev.load_dataset(write_dataset(tmp_path / "d"))
+    vectors = HashingEncoder(dim=256).encode([p.text for p in data.papers])
+    ctx = ev.Context(data, ev.split(data, "cold", None, 0), vectors)
+    with_others, alone = ev.Paperwire(), ev.Paperwire(content_only=True)
+    with_others.fit(ctx)
+    alone.fit(ctx)
+    assert len(with_others.cosaves) > 0 and len(alone.cosaves) == 0
+    case = ctx.split.cases[0]
+    candidates = ctx.split.candidates
+    assert len(alone.ranked(case, candidates, 5)) == min(5, len(candidates))

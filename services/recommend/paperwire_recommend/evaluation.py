@@ -296,14 +296,17 @@ class Paperwire:
     """paperwire as it runs in production: ``ranking.rank`` over the user's library as evidence.
 
     The whitened space is fitted on the papers that exist before the test, and co-saves are learnt
-    from every user's visible saves (a live deployment's feedback): in the cold protocol no held-out
-    paper has a save, so co-saves add nothing there by construction.
+    from every user's visible saves (a live deployment's feedback). In the cold protocol no
+    held-out paper has a save of its own, but co-saves of the older papers most like it are
+    carried to it (``CoSaves.carried``). ``content_only`` leaves other users' saves out
+    altogether: the user's own library and the papers' text, nothing else.
     """
 
     name = "paperwire"
 
-    def __init__(self, knobs: ranking.Knobs | None = None) -> None:
+    def __init__(self, knobs: ranking.Knobs | None = None, content_only: bool = False) -> None:
         self.knobs = knobs or ranking.Knobs()
+        self.content_only = content_only
 
     def fit(self, ctx: Context) -> None:
         self.ids = [p.id for p in ctx.data.papers]
@@ -313,9 +316,8 @@ class Paperwire:
         # Whiten every paper once rather than per user (rank() would do the same per call).
         self.raw = ctx.vectors
         self.vectors = space.apply(ctx.vectors) if space else ctx.vectors
-        self.cosaves = CoSaves(
-            (user, self.ids[i]) for user, library in ctx.split.visible.items() for i in library
-        )
+        visible = () if self.content_only else ctx.split.visible.items()
+        self.cosaves = CoSaves((user, self.ids[i]) for user, library in visible for i in library)
         self.cosaves.attach_vectors({p: self.raw[self.index[p]] for p in self.cosaves.ids})
         self.dislikes = ctx.data.dislikes
 
@@ -391,13 +393,17 @@ def evaluate(
     users: int | None = None,
     seed: int = 0,
     methods: Sequence[Ranker] | None = None,
+    content_only: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """``{"protocol", "users", "methods": {name: {"recall@10", "recall@50", "ndcg@10"}}}``."""
+    """``{"protocol", "users", "methods": {name: {"recall@10", "recall@50", "ndcg@10"}}}``.
+
+    ``content_only``: paperwire learns nothing from other users' saves (see ``Paperwire``).
+    """
     if methods is None:
         from paperwire_recommend.peers import peers
 
-        methods = [Paperwire(), *(ScoredRanker(m) for m in peers())]
+        methods = [Paperwire(content_only=content_only), *(ScoredRanker(m) for m in peers())]
     chosen = split(data, protocol, users, seed)
     ctx = Context(data, chosen, vectors, seed)
     results = {}
@@ -438,6 +444,7 @@ def run(
     seed: int = 0,
     cache_dir: Path | None = None,
     encoder: Encoder | None = None,
+    content_only: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``paperwire eval``: load ``data_dir``, embed (cached), evaluate every method."""
@@ -453,4 +460,12 @@ def run(
             progress(f"embedded {done}/{total} paper texts (cached in {cache.dir})")
 
     vectors = paper_vectors(data, cache, progress=embedded)
-    return evaluate(data, vectors, protocol, users=users, seed=seed, progress=progress)
+    return evaluate(
+        data,
+        vectors,
+        protocol,
+        users=users,
+        seed=seed,
+        content_only=content_only,
+        progress=progress,
+    )
