@@ -177,7 +177,9 @@ def fill_vector_store(
 
     started = time.perf_counter()
     store = QdrantEdgeStore(path)
-    today = datetime.now(UTC)
+    # The day's papers arrived a few minutes ago: recommend keeps no answer while papers embedded
+    # in the last minute may still be on their way (recommender.Answers.CLOCK_SLACK).
+    today = datetime.now(UTC) - timedelta(minutes=5)
     try:
         batch: list[Any] = []
         n = len(records)
