@@ -7,7 +7,6 @@ downloaded browser; CI installs it (.ci/run).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -18,20 +17,18 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from faststream import TestApp
 from faststream.redis import RedisBroker, TestRedisBroker
 
 from paperwire.stack import free_port, read_outbox, smtp_sink_url, start_smtp_sink
 from paperwire_notify.app import create_app as notify_app
 from paperwire_notify.config import Settings as NotifySettings
-from paperwire_recommend.app import create_app as recommend_app
-from paperwire_recommend.config import Settings as RecommendSettings
 from paperwire_recommend.digest import Schedule
 from paperwire_recommend.scheduler import Scheduler
 from paperwire_recommend.store import Interest, Store, Subscription, User, feedback
-from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
-from tests.fakes import HashingEncoder, LocalTextEncoder
+from paperwire_shared.vectors import QdrantEdgeStore
+from tests.fakes import HashingEncoder
+from tests.support.recommend import recommend_app, served, stored_papers
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -86,26 +83,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     encoder = HashingEncoder()
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
     now = datetime.now(UTC).timestamp()
-    vectors.upsert(
-        [
-            StoredPaper(
-                pid,
-                {
-                    "paper_id": pid,
-                    "title": title,
-                    "abstract": "We adapt language models cheaply.",
-                    "authors": ["Ada Lovelace"],
-                    "url": f"https://arxiv.org/abs/{pid}",
-                    "embedded_at": now,
-                    "published_ts": now,
-                },
-                vector,
-            )
-            for (pid, title), vector in zip(
-                PAPERS.items(), encoder.encode(list(PAPERS.values())), strict=True
-            )
-        ]
-    )
+    abstract = "We adapt language models cheaply."
+    vectors.upsert(stored_papers(PAPERS, encoder, now, abstract=abstract, authors=["Ada Lovelace"]))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     outbox = tmp_path / "outbox"
@@ -113,15 +92,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     broker = RedisBroker()
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     recommend = recommend_app(
-        RecommendSettings(
-            redis_url="redis://unused", data_dir=tmp_path, secret_key=SECRET, min_score=0.1
-        ),
+        tmp_path,
         broker=broker,
         store=store,
         vectors=vectors,
-        encoder=LocalTextEncoder(encoder),
-        ensure_groups=False,
-        run_scheduler=False,
+        encoder=encoder,
+        secret_key=SECRET,
+        min_score=0.1,
     )
     notify = notify_app(
         NotifySettings(
@@ -135,26 +112,20 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         broker=broker,
         ensure_groups=False,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(recommend, host="127.0.0.1", port=port, log_level="warning")
-    )
     try:
-        async with TestRedisBroker(broker), TestApp(notify):
-            serving = asyncio.create_task(server.serve())
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.02)
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-                )
-                try:
-                    yield Stack(base, store, recommend.state.scheduler, outbox, browser)
-                finally:
-                    await browser.close()
-                    server.should_exit = True
-                    await serving
+        async with (
+            TestRedisBroker(broker),
+            TestApp(notify),
+            served(recommend, port, log_level="warning"),
+            async_playwright() as playwright,
+        ):
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+            )
+            try:
+                yield Stack(base, store, recommend.state.scheduler, outbox, browser)
+            finally:
+                await browser.close()
     finally:
         sink.stop()
         vectors.close()

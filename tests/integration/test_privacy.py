@@ -17,19 +17,17 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from faststream import TestApp
 from faststream.redis import RedisBroker, TestRedisBroker
 
 from paperwire.stack import free_port, read_outbox, smtp_sink_url, start_smtp_sink
 from paperwire_notify.app import create_app as notify_app
 from paperwire_notify.config import Settings as NotifySettings
-from paperwire_recommend.app import create_app as recommend_app
-from paperwire_recommend.config import Settings as RecommendSettings
 from paperwire_recommend.store import Store
-from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
-from tests.fakes import HashingEncoder, LocalTextEncoder
+from paperwire_shared.vectors import QdrantEdgeStore
+from tests.fakes import HashingEncoder
 from tests.support.auth import bearer
+from tests.support.recommend import asgi_client, recommend_app, served, stored_papers
 
 EMAIL = "ada.lovelace@example.org"
 PAPERS = {
@@ -52,104 +50,75 @@ async def test_a_digest_run_logs_no_address_or_secret_and_deletion_leaves_no_add
     encoder = HashingEncoder()
     now = datetime.now(UTC).timestamp()
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
-    vectors.upsert(
-        [
-            StoredPaper(
-                pid,
-                {
-                    "paper_id": pid,
-                    "title": title,
-                    "abstract": "",
-                    "url": f"https://arxiv.org/abs/{pid}",
-                    "embedded_at": now,
-                    "published_ts": now,
-                },
-                vector,
-            )
-            for (pid, title), vector in zip(
-                PAPERS.items(), encoder.encode(list(PAPERS.values())), strict=True
-            )
-        ]
-    )
+    vectors.upsert(stored_papers(PAPERS, encoder, now, abstract=""))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     outbox = tmp_path / "outbox"
     sink = start_smtp_sink(outbox)
     broker = RedisBroker()
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
-    common = {"redis_url": "redis://unused", "data_dir": tmp_path, "secret_key": secret_key}
     recommend = recommend_app(
-        RecommendSettings(**common, api_key=admin_key, min_score=0.0),
+        tmp_path,
         broker=broker,
         store=store,
         vectors=vectors,
-        encoder=LocalTextEncoder(encoder),
-        ensure_groups=False,
-        run_scheduler=False,
+        encoder=encoder,
+        secret_key=secret_key,
+        api_key=admin_key,
+        min_score=0.0,
     )
     notify = notify_app(
         NotifySettings(
-            **common, smtp_url=smtp_sink_url(sink), public_url=base, send_retry_delays=()
+            redis_url="redis://unused",
+            data_dir=tmp_path,
+            secret_key=secret_key,
+            smtp_url=smtp_sink_url(sink),
+            public_url=base,
+            send_retry_delays=(),
         ),
         broker=broker,
         ensure_groups=False,
     )
     # log_config=None: uvicorn's loggers propagate to the root, where caplog listens.
-    server = uvicorn.Server(
-        uvicorn.Config(
-            recommend,
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            log_level="debug",
-            access_log=True,
-        )
-    )
+    serving = served(recommend, port, log_config=None, log_level="debug", access_log=True)
     try:
-        async with TestRedisBroker(broker), TestApp(notify):
-            serving = asyncio.create_task(server.serve())
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.02)
-            try:
-                async with httpx.AsyncClient(base_url=base, timeout=30) as api:
-                    created = await api.post(
-                        "/v1/users",
-                        json={
-                            "email": EMAIL,
-                            "interests": [{"name": "LLM", "text": "low-rank adapters"}],
-                        },
-                        headers=bearer(admin_key),
-                    )
-                    assert created.status_code == 201, created.text
-                    user_id, token = created.json()["id"], created.json()["token"]
-                    user = bearer(token)
-                    digest = await api.post(f"/v1/users/{user_id}/digest", headers=user)
-                    assert digest.json()["state"] == "due", digest.text
-                    for _ in range(200):
-                        if read_outbox(outbox):
-                            break
-                        await asyncio.sleep(0.05)
-                    [mail] = read_outbox(outbox)
-                    assert mail.message["To"] == EMAIL
-                    for _ in range(200):
-                        states = await api.get(f"/v1/users/{user_id}/deliveries", headers=user)
-                        if states.json()[0]["state"] == "sent":
-                            break
-                        await asyncio.sleep(0.05)
-                    assert states.json()[0]["state"] == "sent"
-                    scraped = (await api.get("/metrics")).text
-                    async with httpx.AsyncClient(
-                        transport=httpx.ASGITransport(app=notify), base_url="http://notify"
-                    ) as notify_client:
-                        scraped += (await notify_client.get("/metrics")).text
+        async with (
+            TestRedisBroker(broker),
+            TestApp(notify),
+            serving,
+            httpx.AsyncClient(base_url=base, timeout=30) as api,
+        ):
+            created = await api.post(
+                "/v1/users",
+                json={
+                    "email": EMAIL,
+                    "interests": [{"name": "LLM", "text": "low-rank adapters"}],
+                },
+                headers=bearer(admin_key),
+            )
+            assert created.status_code == 201, created.text
+            user_id, token = created.json()["id"], created.json()["token"]
+            user = bearer(token)
+            digest = await api.post(f"/v1/users/{user_id}/digest", headers=user)
+            assert digest.json()["state"] == "due", digest.text
+            for _ in range(200):
+                if read_outbox(outbox):
+                    break
+                await asyncio.sleep(0.05)
+            [mail] = read_outbox(outbox)
+            assert mail.message["To"] == EMAIL
+            for _ in range(200):
+                states = await api.get(f"/v1/users/{user_id}/deliveries", headers=user)
+                if states.json()[0]["state"] == "sent":
+                    break
+                await asyncio.sleep(0.05)
+            assert states.json()[0]["state"] == "sent"
+            scraped = (await api.get("/metrics")).text
+            async with asgi_client(notify, "http://notify") as notify_client:
+                scraped += (await notify_client.get("/metrics")).text
 
-                    deleted = await api.delete(f"/v1/users/{user_id}", headers=user)
-                    assert deleted.status_code == 204
-            finally:
-                server.should_exit = True
-                await serving
+            deleted = await api.delete(f"/v1/users/{user_id}", headers=user)
+            assert deleted.status_code == 204
     finally:
         sink.stop()
         vectors.close()

@@ -24,29 +24,21 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.types import Receive, Scope, Send
 
-from paperwire_recommend.app import create_app
-from paperwire_recommend.config import Settings
 from paperwire_recommend.store import Store
 from paperwire_shared.vectors import QdrantEdgeStore
-from tests.fakes import HashingEncoder, LocalTextEncoder
+from tests.support.recommend import recommend_app
 
 ADMIN_KEY = secrets.token_urlsafe(48)
 
 
 def _app(data_dir: Path) -> FastAPI:
-    return create_app(
-        # The fuzzer is one caller sending thousands of requests: the limit is not under test.
-        Settings(
-            redis_url="redis://unused",
-            data_dir=data_dir,
-            api_key=ADMIN_KEY,
-            rate_limit="1000000/minute",
-        ),
+    return recommend_app(
+        data_dir,
         store=Store(f"sqlite:///{data_dir / 'paperwire.db'}"),
         vectors=QdrantEdgeStore(data_dir / "qdrant"),
-        encoder=LocalTextEncoder(HashingEncoder()),
-        ensure_groups=False,
-        run_scheduler=False,
+        api_key=ADMIN_KEY,
+        # The fuzzer is one caller sending thousands of requests: the limit is not under test.
+        rate_limit="1000000/minute",
     )
 
 

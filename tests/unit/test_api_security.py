@@ -17,14 +17,13 @@ from fastapi.routing import iter_route_contexts
 from faststream.redis import RedisBroker, TestRedisBroker
 from pydantic import ValidationError
 
-from paperwire_recommend.app import create_app
 from paperwire_recommend.auth import Caller, Credentials, api_key_for, client_headers
 from paperwire_recommend.config import Settings
 from paperwire_recommend.store import Store
 from paperwire_shared.links import LinkSigner, is_placeholder
 from paperwire_shared.vectors import QdrantEdgeStore
-from tests.fakes import HashingEncoder, LocalTextEncoder
 from tests.support.auth import bearer
+from tests.support.recommend import asgi_client, recommend_app
 
 ADMIN_KEY = secrets.token_urlsafe(48)
 USER = {"interests": [{"name": "LLM", "text": "low-rank adapters"}]}
@@ -59,19 +58,11 @@ async def make_api(tmp_path: Path, **settings: object) -> AsyncIterator[Api]:
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     broker = RedisBroker()
-    app = create_app(
-        Settings(redis_url="redis://unused", data_dir=tmp_path, api_key=ADMIN_KEY, **settings),
-        broker=broker,
-        store=store,
-        vectors=vectors,
-        encoder=LocalTextEncoder(HashingEncoder()),
-        ensure_groups=False,
-        run_scheduler=False,
+    app = recommend_app(
+        tmp_path, broker=broker, store=store, vectors=vectors, api_key=ADMIN_KEY, **settings
     )
-    async with TestRedisBroker(broker):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Api(app, client, bearer(ADMIN_KEY))
+    async with TestRedisBroker(broker), asgi_client(app) as client:
+        yield Api(app, client, bearer(ADMIN_KEY))
     vectors.close()
     store.close()
 

@@ -9,14 +9,13 @@ import httpx
 import pytest
 from faststream.redis import RedisBroker, TestRedisBroker
 
-from paperwire_recommend.app import create_app
-from paperwire_recommend.config import Settings
 from paperwire_recommend.store import Store
 from paperwire_shared import streams
 from paperwire_shared.events import FeedbackRecorded
-from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
-from tests.fakes import HashingEncoder, LocalTextEncoder
+from paperwire_shared.vectors import QdrantEdgeStore
+from tests.fakes import HashingEncoder
 from tests.support.auth import admin_headers
+from tests.support.recommend import asgi_client, recommend_app, stored_papers
 
 NOW = datetime.now(UTC).timestamp()
 PAPERS = {
@@ -34,37 +33,15 @@ LLM = {"name": "adapters", "text": "adapters for language models"}
 async def api(tmp_path: Path):
     encoder = HashingEncoder()
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
-    titles = [title for title, _, _ in PAPERS.values()]
-    vectors.upsert(
-        [
-            StoredPaper(
-                pid,
-                {
-                    "paper_id": pid,
-                    "title": title,
-                    "abstract": "",
-                    "authors": authors,
-                    "categories": categories,
-                    "embedded_at": NOW,
-                    "published_ts": NOW,
-                },
-                vec,
-            )
-            for (pid, (title, authors, categories)), vec in zip(
-                PAPERS.items(), encoder.encode(titles), strict=True
-            )
-        ]
-    )
+    papers = stored_papers({pid: t for pid, (t, _, _) in PAPERS.items()}, encoder, NOW, abstract="")
+    for paper in papers:
+        _, authors, categories = PAPERS[paper.paper_id]
+        paper.payload.update(authors=authors, categories=categories)
+    vectors.upsert(papers)
     broker = RedisBroker()
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
-    app = create_app(
-        Settings(redis_url="redis://unused", data_dir=tmp_path, min_score=0.05),
-        broker=broker,
-        store=store,
-        vectors=vectors,
-        encoder=LocalTextEncoder(encoder),
-        ensure_groups=False,
-        run_scheduler=False,
+    app = recommend_app(
+        tmp_path, broker=broker, store=store, vectors=vectors, encoder=encoder, min_score=0.05
     )
     published: list[FeedbackRecorded] = []
 
@@ -72,13 +49,9 @@ async def api(tmp_path: Path):
     async def collect(event: FeedbackRecorded) -> None:
         published.append(event)
 
-    async with TestRedisBroker(broker):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=admin_headers(tmp_path)
-        ) as client:
-            client.published = published  # type: ignore[attr-defined]
-            yield client
+    async with TestRedisBroker(broker), asgi_client(app, headers=admin_headers(tmp_path)) as client:
+        client.published = published  # type: ignore[attr-defined]
+        yield client
     vectors.close()
     store.close()
 

@@ -13,8 +13,9 @@ import pytest
 from paperwire_recommend.config import Settings
 from paperwire_recommend.recommender import Answers, Recommender, _Answer
 from paperwire_recommend.store import Interest, Store
-from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
+from paperwire_shared.vectors import QdrantEdgeStore
 from tests.fakes import HashingEncoder, LocalTextEncoder
+from tests.support.recommend import stored_papers
 
 TITLES = {
     "lora": "LoRA low-rank adapters for language models",
@@ -34,19 +35,11 @@ class SearchCounting(QdrantEdgeStore):
         return super().search(*args, **kwargs)
 
 
-def stored(encoder: HashingEncoder, titles: dict[str, str], at: float) -> list[StoredPaper]:
-    vectors = encoder.encode(list(titles.values()))
-    return [
-        StoredPaper(pid, {"paper_id": pid, "title": title, "embedded_at": at}, vector)
-        for (pid, title), vector in zip(titles.items(), vectors, strict=True)
-    ]
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[Recommender, SearchCounting, Store, HashingEncoder]]:
     encoder = HashingEncoder()
     vectors = SearchCounting(tmp_path / "qdrant")
-    vectors.upsert(stored(encoder, TITLES, at=time.time() - 3600))  # embedded an hour ago
+    vectors.upsert(stored_papers(TITLES, encoder, at=time.time() - 3600))  # embedded an hour ago
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
     yield Recommender(settings, store, vectors, LocalTextEncoder(encoder)), vectors, store, encoder
@@ -84,7 +77,7 @@ async def test_a_paper_embedded_after_the_answer_makes_it_stale(world):
     user = new_user(store)
     await recommender.recommend(user, 5)
     vectors.upsert(
-        stored(encoder, {"new": "Adapters for language models, a new paper"}, time.time())
+        stored_papers({"new": "Adapters for language models, a new paper"}, encoder, time.time())
     )
     after = await recommender.recommend(user, 5)
     assert "new" in [r.ranked.paper_id for r in after]

@@ -5,19 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 import time_machine
 from faststream.redis import RedisBroker, TestRedisBroker
 
-from paperwire_recommend.app import create_app
-from paperwire_recommend.config import Settings
 from paperwire_recommend.store import Store
 from paperwire_shared import streams
 from paperwire_shared.events import DigestDue, FeedbackRecorded
-from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
-from tests.fakes import HashingEncoder, LocalTextEncoder
+from paperwire_shared.vectors import QdrantEdgeStore
+from tests.fakes import HashingEncoder
 from tests.support.auth import admin_headers
+from tests.support.recommend import asgi_client, recommend_app, stored_papers
 
 NOW = datetime.now(UTC)
 PAPERS = {
@@ -35,35 +33,13 @@ SPLAT = {"name": "3D", "text": "Gaussian splatting 3D scenes"}
 async def api(tmp_path: Path):
     encoder = HashingEncoder()
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
-    texts = list(PAPERS.values())
     vectors.upsert(
-        [
-            StoredPaper(
-                pid,
-                {
-                    "paper_id": pid,
-                    "title": title,
-                    "abstract": "",
-                    "authors": ["A. Author"],
-                    "url": f"https://arxiv.org/abs/{pid}",
-                    "embedded_at": NOW.timestamp(),
-                    "published_ts": NOW.timestamp(),
-                },
-                vec,
-            )
-            for (pid, title), vec in zip(PAPERS.items(), encoder.encode(texts), strict=True)
-        ]
+        stored_papers(PAPERS, encoder, NOW.timestamp(), abstract="", authors=["A. Author"])
     )
     broker = RedisBroker()
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
-    app = create_app(
-        Settings(redis_url="redis://unused", data_dir=tmp_path, min_score=0.1),
-        broker=broker,
-        store=store,
-        vectors=vectors,
-        encoder=LocalTextEncoder(encoder),
-        ensure_groups=False,
-        run_scheduler=False,
+    app = recommend_app(
+        tmp_path, broker=broker, store=store, vectors=vectors, encoder=encoder, min_score=0.1
     )
     due: list[DigestDue] = []
 
@@ -71,14 +47,10 @@ async def api(tmp_path: Path):
     async def collect(event: DigestDue) -> None:
         due.append(event)
 
-    async with TestRedisBroker(broker):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=admin_headers(tmp_path)
-        ) as client:
-            client.due = due  # type: ignore[attr-defined]
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    async with TestRedisBroker(broker), asgi_client(app, headers=admin_headers(tmp_path)) as client:
+        client.due = due  # type: ignore[attr-defined]
+        client.app = app  # type: ignore[attr-defined]
+        yield client
     vectors.close()
     store.close()
 

@@ -13,8 +13,9 @@ import numpy as np
 from paperwire_recommend.config import Settings
 from paperwire_recommend.recommender import Recommender, _Cached
 from paperwire_recommend.store import Store
-from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
+from paperwire_shared.vectors import QdrantEdgeStore
 from tests.fakes import HashingEncoder, LocalTextEncoder
+from tests.support.recommend import stored_papers
 
 
 async def test_concurrent_first_requests_share_one_build():
@@ -55,14 +56,7 @@ async def test_the_services_co_saves_carry_to_a_brand_new_paper(tmp_path):
     titles |= {f"nerf-{i}": f"neural radiance fields scene {i}" for i in range(12)}
     titles |= {"mine": "parameter-efficient fine-tuning", "new": "low-rank adapters LoRA new"}
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
-    vectors.upsert(
-        [
-            StoredPaper(pid, {"paper_id": pid, "title": title, "embedded_at": 1.0}, vector)
-            for (pid, title), vector in zip(
-                titles.items(), encoder.encode(list(titles.values())), strict=True
-            )
-        ]
-    )
+    vectors.upsert(stored_papers(titles, encoder, at=1.0))
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     now = datetime.now(UTC)
     for reader, topic in (("a", "lora"), ("b", "lora"), ("c", "nerf")):

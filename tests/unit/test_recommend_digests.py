@@ -16,8 +16,6 @@ import time_machine
 from faststream.redis import RedisBroker, TestRedisBroker
 from prometheus_client import CollectorRegistry
 
-from paperwire_recommend.app import create_app
-from paperwire_recommend.config import Settings
 from paperwire_recommend.digest import Schedule
 from paperwire_recommend.metrics import Metrics
 from paperwire_recommend.scheduler import Scheduler
@@ -25,7 +23,8 @@ from paperwire_recommend.store import Interest, Store, Subscription, User
 from paperwire_shared import streams
 from paperwire_shared.events import DigestDue, DigestFailed, DigestSent
 from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
-from tests.fakes import HashingEncoder, LocalTextEncoder
+from tests.fakes import HashingEncoder
+from tests.support.recommend import recommend_app
 
 MONDAY = datetime(2026, 11, 16, tzinfo=UTC)  # a week without arXiv holidays
 LLM = Interest("LLM tuning", "low-rank adapters fine-tuning language models")
@@ -87,15 +86,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     broker = RedisBroker()
     encoder = HashingEncoder()
-    settings = Settings(redis_url="redis://unused", data_dir=tmp_path, min_score=0.1)
-    app = create_app(
-        settings,
-        broker=broker,
-        store=store,
-        vectors=vectors,
-        encoder=LocalTextEncoder(encoder),
-        ensure_groups=False,
-        run_scheduler=False,
+    app = recommend_app(
+        tmp_path, broker=broker, store=store, vectors=vectors, encoder=encoder, min_score=0.1
     )
     world = World(store, vectors, app.state.scheduler, broker, encoder=encoder)
 

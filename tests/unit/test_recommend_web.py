@@ -21,15 +21,14 @@ import time_machine
 from faststream.redis import RedisBroker, TestRedisBroker
 
 from paperwire_notify.render import render_digest
-from paperwire_recommend.app import create_app
-from paperwire_recommend.config import Settings
 from paperwire_recommend.digest import Schedule
 from paperwire_recommend.store import Interest, Store, Subscription, User, feedback
 from paperwire_shared.events import DigestDue, RankedPaper
 from paperwire_shared.links import LinkSigner, token_id
 from paperwire_shared.vectors import QdrantEdgeStore, StoredPaper
-from tests.fakes import HashingEncoder, LocalTextEncoder
+from tests.fakes import HashingEncoder
 from tests.support.auth import admin_headers
+from tests.support.recommend import asgi_client, recommend_app
 
 SECRET = "s" * 8 + "0123456789abcdefghijklmnopqrstuvwxyzABCD"
 BASE = "http://test"
@@ -58,21 +57,12 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
     broker = RedisBroker()
-    app = create_app(
-        Settings(redis_url="redis://unused", data_dir=tmp_path, secret_key=SECRET),
-        broker=broker,
-        store=store,
-        vectors=vectors,
-        encoder=LocalTextEncoder(HashingEncoder()),
-        ensure_groups=False,
-        run_scheduler=False,
-    )
-    async with TestRedisBroker(broker):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url=BASE, headers=admin_headers(tmp_path)
-        ) as client:
-            yield Site(client, store, LinkSigner([SECRET]), app, vectors)
+    app = recommend_app(tmp_path, broker=broker, store=store, vectors=vectors, secret_key=SECRET)
+    async with (
+        TestRedisBroker(broker),
+        asgi_client(app, BASE, headers=admin_headers(tmp_path)) as client,
+    ):
+        yield Site(client, store, LinkSigner([SECRET]), app, vectors)
     vectors.close()
 
 

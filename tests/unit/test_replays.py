@@ -90,24 +90,14 @@ async def test_older_upvotes_replayed_late_do_not_undo_newer_ones(embed) -> None
 
 
 async def test_feedback_replayed_three_times_is_recorded_once(tmp_path: Path) -> None:
-    from paperwire_recommend.app import create_app as recommend_app
-    from paperwire_recommend.config import Settings as RecommendSettings
     from paperwire_recommend.store import Store, feedback
     from paperwire_shared.events import FeedbackRecorded
-    from tests.fakes import LocalTextEncoder
+    from tests.support.recommend import recommend_app
 
     broker = RedisBroker()
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
-    recommend_app(
-        RecommendSettings(redis_url="redis://unused", data_dir=tmp_path),
-        broker=broker,
-        store=store,
-        vectors=vectors,
-        encoder=LocalTextEncoder(HashingEncoder()),
-        ensure_groups=False,
-        run_scheduler=False,
-    )
+    recommend_app(tmp_path, broker=broker, store=store, vectors=vectors)
     event = FeedbackRecorded(
         feedback_id="f-1", user_id="u-1", paper_id="2503.11731", kind="like", recorded_at=SEEN
     )
