@@ -13,6 +13,7 @@ import pytest
 from paperwire_recommend.config import Settings
 from paperwire_recommend.recommender import Answers, Recommender, _Answer
 from paperwire_recommend.store import Interest, Store
+from paperwire_shared.events import FeedbackRecorded
 from paperwire_shared.vectors import QdrantEdgeStore
 from tests.fakes import HashingEncoder, LocalTextEncoder
 from tests.support.recommend import stored_papers
@@ -67,7 +68,15 @@ async def test_feedback_makes_the_next_answer_new(world):
     recommender, _, store, _ = world
     user = new_user(store)
     top = (await recommender.recommend(user, 3))[0].ranked.paper_id
-    store.record_feedback("f1", user.id, top, "dislike", None, datetime.now(UTC))
+    store.record_feedback(
+        FeedbackRecorded(
+            feedback_id="f1",
+            user_id=user.id,
+            paper_id=top,
+            kind="dislike",
+            recorded_at=datetime.now(UTC),
+        )
+    )
     after = await recommender.recommend(user, 3)
     assert top not in [r.ranked.paper_id for r in after]
 

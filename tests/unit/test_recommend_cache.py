@@ -13,6 +13,7 @@ import numpy as np
 from paperwire_recommend.config import Settings
 from paperwire_recommend.recommender import Recommender, _Cached
 from paperwire_recommend.store import Store
+from paperwire_shared.events import FeedbackRecorded
 from paperwire_shared.vectors import QdrantEdgeStore
 from tests.fakes import HashingEncoder, LocalTextEncoder
 from tests.support.recommend import stored_papers
@@ -62,7 +63,14 @@ async def test_the_services_co_saves_carry_to_a_brand_new_paper(tmp_path):
     for reader, topic in (("a", "lora"), ("b", "lora"), ("c", "nerf")):
         saved = [f"{topic}-{i}" for i in range(12)] + (["mine"] if topic == "lora" else [])
         for paper in saved:
-            store.record_feedback(f"{reader}-{paper}", reader, paper, "save", None, now)
+            save = FeedbackRecorded(
+                feedback_id=f"{reader}-{paper}",
+                user_id=reader,
+                paper_id=paper,
+                kind="save",
+                recorded_at=now,
+            )
+            store.record_feedback(save)
     settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
     recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
 

@@ -581,15 +581,7 @@ async def record_feedback(
     )
     # Stored before answering, so the profile changes before the next request; the event tells
     # the other consumers (this service's own handler then finds it stored and does nothing).
-    recorded = await asyncio.to_thread(
-        store.record_feedback,
-        event.feedback_id,
-        event.user_id,
-        event.paper_id,
-        event.kind,
-        event.reason,
-        event.recorded_at,
-    )
+    recorded = await asyncio.to_thread(store.record_feedback, event)
     if recorded:
         if (metrics := getattr(request.app.state, "metrics", None)) is not None:
             metrics.feedback.labels(event.kind).inc()

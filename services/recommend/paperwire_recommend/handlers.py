@@ -34,16 +34,7 @@ def register(
 
     @consumer.handler(streams.FEEDBACK_RECORDED)
     async def on_feedback_recorded(event: FeedbackRecorded) -> None:
-        recorded = await asyncio.to_thread(
-            store.record_feedback,
-            event.feedback_id,
-            event.user_id,
-            event.paper_id,
-            event.kind,
-            event.reason,
-            event.recorded_at,
-        )
-        if recorded:
+        if await asyncio.to_thread(store.record_feedback, event):
             metrics.feedback.labels(event.kind).inc()
 
     def change_subscription(user_id: str, change: Callable[[Subscription], Subscription]) -> None:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from paperwire_recommend.digest import Schedule
+from paperwire_shared.events import FeedbackRecorded
 
 metadata = sa.MetaData()
 
@@ -376,25 +377,18 @@ class Store:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     # feedback
-    def record_feedback(
-        self,
-        feedback_id: str,
-        user_id: str,
-        paper_id: str,
-        kind: str,
-        reason: str | None,
-        recorded_at: datetime,
-    ) -> bool:
+    def record_feedback(self, event: FeedbackRecorded) -> bool:
+        """Store a reaction once (by its feedback id); False when it was stored already."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     feedback.insert().values(
-                        feedback_id=feedback_id,
-                        user_id=user_id,
-                        paper_id=paper_id,
-                        kind=kind,
-                        reason=reason,
-                        recorded_at=recorded_at,
+                        feedback_id=event.feedback_id,
+                        user_id=event.user_id,
+                        paper_id=event.paper_id,
+                        kind=event.kind,
+                        reason=event.reason,
+                        recorded_at=event.recorded_at,
                     )
                 )
         except IntegrityError:
