@@ -165,28 +165,11 @@ async def run(part: Part, *, budget_s: float = 45.0) -> None:
         "sampled users (a user with nothing above min_score gets none)"
     )
 
-    # arxiv-sanity-lite: tf-idf over the database, one LinearSVC per user.
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.svm import LinearSVC
+    # arxiv-sanity-lite: tf-idf over the database, one LinearSVC per user (as the eval peer).
+    from paperwire_recommend.peers import arxiv_sanity_features, arxiv_sanity_svm
 
     began = time.perf_counter()
-    vectorizer = TfidfVectorizer(
-        strip_accents="unicode",
-        lowercase=True,
-        analyzer="word",
-        stop_words="english",
-        token_pattern=r"(?u)\b[a-zA-Z_][a-zA-Z0-9_]+\b",
-        ngram_range=(1, 2),
-        max_features=20_000,
-        norm="l2",
-        use_idf=True,
-        smooth_idf=True,
-        sublinear_tf=True,
-        max_df=0.5,
-        min_df=5,
-    )
-    features = vectorizer.fit_transform([corpus.text_of(r) for r in records]).astype(np.float32)
-    features = features.tocsr()
+    features = arxiv_sanity_features([corpus.text_of(r) for r in records])
     tfidf_s = time.perf_counter() - began
     by_topic: dict[int, list[int]] = {}
     for i, t in enumerate(topics[:old]):
@@ -195,11 +178,7 @@ async def run(part: Part, *, budget_s: float = 45.0) -> None:
     def svm_one(user: corpus.BenchUser) -> None:
         pool = [i for interest in user.interests for i in by_topic.get(interest["topic"], [])]
         library = rng.sample(pool, min(LIBRARY, len(pool)))
-        y = np.zeros(features.shape[0], np.float32)
-        y[library] = 1.0
-        clf = LinearSVC(class_weight="balanced", verbose=False, max_iter=10_000, tol=1e-6, C=0.01)
-        clf.fit(features, y)
-        scores = clf.decision_function(features[new])
+        scores = arxiv_sanity_svm(features, library).decision_function(features[new])
         np.argsort(-scores)[:K]
 
     per_user["svm"] = _sampled(sample, svm_one, budget_s / 3)

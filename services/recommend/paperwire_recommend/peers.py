@@ -7,7 +7,7 @@ method, not the model.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,34 +51,43 @@ class ArxivSanityLite:
     name = "arxiv-sanity-lite"
 
     def fit(self, ctx: Context) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]
-
-        vectorizer = TfidfVectorizer(
-            strip_accents="unicode",
-            lowercase=True,
-            analyzer="word",
-            stop_words="english",
-            token_pattern=r"(?u)\b[a-zA-Z_][a-zA-Z0-9_]+\b",
-            ngram_range=(1, 2),
-            max_features=20_000,
-            norm="l2",
-            use_idf=True,
-            smooth_idf=True,
-            sublinear_tf=True,
-            max_df=0.5,
-            min_df=5,
-        )
         corpus = [" ".join([p.title, p.abstract, *p.authors]) for p in ctx.data.papers]
-        self.x = vectorizer.fit_transform(corpus).astype(np.float32).tocsr()
+        self.x = arxiv_sanity_features(corpus)
 
     def scores(self, case: Case, candidates: np.ndarray) -> np.ndarray:
-        from sklearn.svm import LinearSVC  # type: ignore[import-untyped]
+        return arxiv_sanity_svm(self.x, case.train).decision_function(self.x[candidates])
 
-        y = np.zeros(self.x.shape[0], np.float32)
-        y[case.train] = 1.0
-        clf = LinearSVC(class_weight="balanced", max_iter=10_000, tol=1e-6, C=0.01)
-        clf.fit(self.x, y)
-        return clf.decision_function(self.x[candidates])
+
+def arxiv_sanity_features(texts: list[str]) -> Any:
+    """arxiv-sanity-lite's tf-idf features of ``texts`` (a sparse float32 row per text)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]
+
+    vectorizer = TfidfVectorizer(
+        strip_accents="unicode",
+        lowercase=True,
+        analyzer="word",
+        stop_words="english",
+        token_pattern=r"(?u)\b[a-zA-Z_][a-zA-Z0-9_]+\b",
+        ngram_range=(1, 2),
+        max_features=20_000,
+        norm="l2",
+        use_idf=True,
+        smooth_idf=True,
+        sublinear_tf=True,
+        max_df=0.5,
+        min_df=5,
+    )
+    return vectorizer.fit_transform(texts).astype(np.float32).tocsr()
+
+
+def arxiv_sanity_svm(features: Any, positives: Any) -> Any:
+    """arxiv-sanity-lite's per-user SVM: every row, the user's ``positives`` against all others."""
+    from sklearn.svm import LinearSVC  # type: ignore[import-untyped]
+
+    y = np.zeros(features.shape[0], np.float32)
+    y[positives] = 1.0
+    clf = LinearSVC(class_weight="balanced", max_iter=10_000, tol=1e-6, C=0.01)
+    return clf.fit(features, y)
 
 
 class ZoteroArxivDaily:
