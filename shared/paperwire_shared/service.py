@@ -7,6 +7,7 @@ routes; recommend serves the same paths from FastAPI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -23,6 +24,15 @@ from paperwire_shared.streamstats import StreamStatsCollector
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background loop and wait until it has stopped (None: nothing to stop)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def stream_service(

@@ -8,7 +8,6 @@ where it is when Redis failed, to be tried again on the next poll. One poller pe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Literal
 from redis.exceptions import RedisError
 
 from paperwire_ingest.importing import ImportReport, IngestError
+from paperwire_shared.service import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,5 @@ class InboxPoller:
             self._task = asyncio.create_task(self.run(), name="ingest-inbox-poller")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None

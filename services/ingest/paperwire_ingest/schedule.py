@@ -10,7 +10,6 @@ tried again after the retry delay; nothing a source does stops the loop or the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from paperwire_ingest.sources.http import SourceError
 from paperwire_ingest.state import SourceState, SourceStatus
+from paperwire_shared.service import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,5 @@ class SourcePoller:
             self._task = asyncio.create_task(self.run(), name="ingest-source-poller")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None

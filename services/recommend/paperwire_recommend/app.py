@@ -24,6 +24,7 @@ from paperwire_shared import streams
 from paperwire_shared.delivery import DeliveryPolicy, StreamConsumer
 from paperwire_shared.events import DigestDue
 from paperwire_shared.links import signer_for
+from paperwire_shared.service import stop_task
 from paperwire_shared.streamstats import StreamStatsCollector
 from paperwire_shared.vectors import VectorStore, open_vector_store
 
@@ -92,10 +93,7 @@ def create_app(
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_task(task)
             await broker.stop()
             if owns_vectors:
                 await asyncio.to_thread(vectors.close)
