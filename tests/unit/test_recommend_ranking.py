@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
 
 from paperwire_recommend.digest import Schedule, on_demand_key, period_key
-from paperwire_recommend.ranking import Evidence, rank, terms, uses, words_of
+from paperwire_recommend.ranking import Evidence, lexical_scores, rank, terms, uses, words_of
 
 
 def unit(*xs: float) -> np.ndarray:
@@ -98,9 +100,31 @@ def test_terms_drop_stop_words_short_words_and_plurals():
         "LoRA adapters for language models",
         "A class of bias-free lenses, gas and bus models; classes of adapter",
         "Gaussian splats: splatting with 3D Gaussians is fast",
+        "İstanbul's naïve café—résumé: ÉCOLE lenses, ﬁne-tuned LoRA_adapters (½ model²)",
     ],
 )
 def test_a_paper_uses_a_term_exactly_when_its_terms_hold_it(text):
+    assert words_of(text) == set(re.findall("[a-z0-9]+", text.lower()))
     asked = terms("adapter class clas bias gas bus lens model splat gaussian language fast lora")
     words = words_of(text)
     assert {t for t in asked if uses(words, t)} == asked & terms(text)
+
+
+def test_word_scores_are_the_idf_share_of_an_interests_terms_a_paper_holds():
+    texts = [
+        "LoRA adapters for language models",
+        "A class of bias-free lenses, gas and bus models; classes of adapter",
+        "Gaussian splats: splatting with 3D Gaussians is fast",
+        "Cats",
+    ]
+    asked = "adapter class bias gas bus lens model splat gaussian language lora"
+    evidence = [Evidence("a", unit(1, 0, 0), text=asked), Evidence("b", unit(0, 1, 0))]
+    scores, matched = lexical_scores(evidence, texts)
+    held = [terms(t) for t in texts]
+    idf = {t: math.log(5 / (sum(t in h for h in held) + 1)) + 1e-6 for t in terms(asked)}
+    for col, h in enumerate(held):
+        expected = sum(idf[t] for t in terms(asked) & h) / sum(idf.values())
+        assert scores[0, col] == pytest.approx(expected, rel=1e-6)
+        # Rarest first, then by name.
+        assert matched[0].of(col) == sorted(terms(asked) & h, key=lambda t: (-idf[t], t))
+    assert matched[1] is None and not scores[1].any()

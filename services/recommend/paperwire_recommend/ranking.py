@@ -39,7 +39,6 @@ names the piece of the user's own evidence that contributed most to its relevanc
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -71,6 +70,8 @@ _MIN_SPREAD = 0.01
 _MMR_POOL = 10
 
 _WORD = re.compile(r"[a-z0-9]+")
+# Bytes that are not [a-z0-9] become spaces (words_of).
+_SEPARATE = bytes(c if chr(c) in "0123456789abcdefghijklmnopqrstuvwxyz" else 32 for c in range(256))
 _STOPWORDS = frozenset(
     [
         "a",
@@ -273,8 +274,13 @@ class _Interest:
 @functools.lru_cache(maxsize=200_000)
 def words_of(text: str) -> frozenset[str]:
     """The lower-cased words of a paper's text. Cached: the same papers come back request after
-    request, and splitting ~200 abstracts into terms took ~50 ms of a request (bench/README.md)."""
-    return frozenset(_WORD.findall(text.lower()))
+    request, and splitting ~200 abstracts into terms took ~50 ms of a request (bench/README.md).
+
+    The same words as ``_WORD`` finds in the lower-cased text, split by a byte table instead of the
+    regular expression (1.5x faster): any other character, non-ASCII included, separates words.
+    """
+    ascii_text = text.lower().encode("ascii", "replace").translate(_SEPARATE)
+    return frozenset(ascii_text.decode("ascii").split())
 
 
 def uses(words: frozenset[str], term: str) -> bool:
@@ -283,29 +289,47 @@ def uses(words: frozenset[str], term: str) -> bool:
     return term in words or (len(term) >= 4 and term + "s" in words)
 
 
+@dataclass(frozen=True)
+class Matches:
+    """Which of an interest text's terms each paper uses: ``terms`` rarest first, ``found`` a
+    term × paper boolean matrix in that order."""
+
+    terms: tuple[str, ...]
+    found: np.ndarray
+
+    def of(self, col: int) -> list[str]:
+        """The terms paper ``col`` uses, rarest first."""
+        return [self.terms[i] for i in np.flatnonzero(self.found[:, col])]
+
+
 def lexical_scores(
     evidence: Sequence[Evidence], texts: Sequence[str]
-) -> tuple[np.ndarray, list[list[list[str]] | None]]:
+) -> tuple[np.ndarray, list[Matches | None]]:
     """Per evidence × paper: idf-weighted share of the evidence's terms in the paper, and which
-    (None for evidence without text: a 200-paper library would otherwise build 80k empty lists)."""
+    (None for evidence without text, such as a library's papers)."""
     docs = [words_of(t) for t in texts]
     n = len(docs)
     scores = np.zeros((len(evidence), n), dtype=np.float32)
-    matched: list[list[list[str]] | None] = [None] * len(evidence)
+    matched: list[Matches | None] = [None] * len(evidence)
     for row, item in enumerate(evidence):
         if item.text is None:
             continue
-        found: list[list[str]] = [[] for _ in docs]
-        matched[row] = found
-        wanted = terms(item.text)
-        idf = {t: math.log((n + 1) / (sum(uses(d, t) for d in docs) + 1)) + 1e-6 for t in wanted}
-        total = sum(idf.values())
-        if not total:
-            continue
-        for col, doc in enumerate(docs):
-            hits = sorted((t for t in wanted if uses(doc, t)), key=lambda t: (-idf[t], t))
-            scores[row, col] = sum(idf[t] for t in hits) / total
-            found[col] = hits
+        wanted = sorted(terms(item.text))
+        # One set look-up per term and paper, as ``uses`` does it, without a call per pair (those
+        # calls cost ~15 ms of a request ranking ~430 candidates).
+        found = np.array(
+            [
+                [t in d or t + "s" in d for d in docs] if len(t) >= 4 else [t in d for d in docs]
+                for t in wanted
+            ],
+            dtype=bool,
+        ).reshape(len(wanted), n)
+        idf = np.log((n + 1) / (found.sum(axis=1) + 1)) + 1e-6
+        order = np.argsort(-idf, kind="stable")  # rarest first, ties by name
+        matched[row] = Matches(tuple(wanted[i] for i in order), found[order])
+        total = idf.sum()
+        if total:
+            scores[row] = (idf @ found) / total
     return scores, matched
 
 
@@ -439,8 +463,8 @@ def rank(
     for col, interest in chosen:
         row = int(interest.best_row[col])
         reason = evidence[row].reason
-        if matched is not None and (hits := matched[row]) and hits[col]:
-            reason += f" ({', '.join(hits[col][:3])})"
+        if matched is not None and (hits := matched[row]) and (terms_used := hits.of(col)):
+            reason += f" ({', '.join(terms_used[:3])})"
         if extra := interest.extras.get(col):
             reason += "; " + "; ".join(extra)
         out.append(Ranked(paper_ids[col], float(interest.score[col]), reason, interest.name))
