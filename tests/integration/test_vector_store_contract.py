@@ -222,6 +222,23 @@ def test_embedded_since_returns_recent_papers_with_vectors_at_most_limit(
     assert {p.paper_id for p in capped} <= {"p2", "p3", "p4", "p5"}
 
 
+def test_vectors_since_pages_through_every_recent_paper_as_ids_and_vectors(
+    store: VectorStore,
+) -> None:
+    assert list(store.vectors_since(0.0)) == []  # no collection yet
+    vectors = unit_vectors(7)
+    store.upsert([paper(f"p{i}", v, embedded_at=float(i)) for i, v in enumerate(vectors)])
+
+    pages = list(store.vectors_since(2.0, page=2))
+
+    assert [len(page) for page in pages[:2]] == [2, 2] and sum(map(len, pages)) == 5
+    found = dict(pair for page in pages for pair in page)
+    assert set(found) == {"p2", "p3", "p4", "p5", "p6"}
+    for i in range(2, 7):
+        assert found[f"p{i}"].dtype == np.float32
+        np.testing.assert_allclose(found[f"p{i}"], vectors[i], atol=1e-6)
+
+
 def test_papers_survive_closing_and_reopening_the_store(open_store: OpenStore) -> None:
     vectors = unit_vectors(4)
     store = open_store()
