@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,19 @@ async def one_request(port: int, path: str, headers: Sequence[tuple[str, str]] =
     if status != 200:
         raise RuntimeError(f"GET {path} answered {status}")
     return seconds
+
+
+async def metric(port: int, name: str) -> float | None:
+    """The value of the unlabelled metric ``name`` on ``/metrics`` (None when not exported)."""
+
+    def read() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            return str(answer.read().decode())
+
+    for line in (await asyncio.to_thread(read)).splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return None
 
 
 def picker(items: Sequence[str], template: str, seed: int = 0) -> Callable[[], str]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from paperwire_recommend import collaborative
-from paperwire_recommend.collaborative import CoSaves
+from paperwire_recommend.collaborative import CoSaves, Nearest
 
 LIBRARIES = {
     "r1": ["mine", "often", "rare"],
@@ -67,8 +67,13 @@ TOPICS = {
 @pytest.fixture
 def carrying(monkeypatch: pytest.MonkeyPatch) -> CoSaves:
     monkeypatch.setattr(collaborative, "NEIGHBOURS", 1)
-    cosaves = CoSaves(pairs())
-    cosaves.attach_vectors(TOPICS)
+    return attached(CoSaves(pairs()), TOPICS)
+
+
+def attached(cosaves: CoSaves, vectors: dict[str, np.ndarray]) -> CoSaves:
+    nearest = Nearest()
+    nearest.sync(vectors)
+    cosaves.attach(nearest)
     return cosaves
 
 
@@ -89,8 +94,7 @@ def test_a_paper_with_savers_of_its_own_gets_no_carried_score(carrying):
 
 def test_carrying_needs_vectors_and_more_saved_papers_than_neighbours():
     assert CoSaves(pairs()).carried(["mine"], ["new"], unit(1, 0, 0, 0)[None, :]) is None
-    few = CoSaves(pairs())
-    few.attach_vectors(TOPICS)  # 6 saved papers, 20 neighbours wanted
+    few = attached(CoSaves(pairs()), TOPICS)  # 5 saved papers, 20 neighbours wanted
     assert few.carried(["mine"], ["new"], unit(1, 0, 0, 0)[None, :]) is None
 
 
@@ -101,14 +105,62 @@ def test_only_the_most_relevant_new_papers_are_carried_to(carrying):
     assert np.isnan(carried[0]) and carried[1] > 0
 
 
-def test_a_rebuild_from_the_same_saves_keeps_what_it_found_and_other_saves_do_not(carrying):
-    vectors = np.stack([unit(0.1, 1, 0, 0)])
-    carrying.carried(["mine"], ["new"], vectors)
-    again = CoSaves(pairs())
-    again.attach_vectors(TOPICS)
-    again.adopt(carrying)
-    assert again.version == carrying.version and "new" in again._near
-    other = CoSaves([*pairs(), ("r5", "often")])
-    other.attach_vectors(TOPICS)
-    other.adopt(carrying)
-    assert other.version != carrying.version and not other._near
+def brute_force(vectors: np.ndarray, saved: dict[str, np.ndarray], k: int) -> list[set[str]]:
+    ids = list(saved)
+    sims = vectors @ np.stack([saved[p] for p in ids]).T
+    return [{ids[j] for j in np.argsort(-row)[:k]} for row in sims]
+
+
+def test_nearest_saved_papers_stay_exact_as_papers_are_saved_and_unsaved(monkeypatch):
+    monkeypatch.setattr(collaborative, "NEIGHBOURS", 5)
+    rng = np.random.default_rng(0)
+    pool = rng.standard_normal((200, 8)).astype(np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    every = {f"s{i}": pool[i] for i in range(150)}
+    papers, vectors = [f"new{i}" for i in range(150, 200)], pool[150:]
+    nearest = Nearest()
+    compared_from = []
+    best = Nearest._best
+
+    def counted(saved, p, v, first):
+        compared_from.append(first)
+        best(saved, p, v, first)
+
+    monkeypatch.setattr(Nearest, "_best", staticmethod(counted))
+    # Saved papers come (60, then 40 more), one goes, a few come back.
+    steps = [list(every)[:60], list(every)[:100], list(every)[1:100], list(every)[1:110]]
+    for step, saved_ids in enumerate(steps):
+        saved = {p: every[p] for p in saved_ids}
+        nearest.sync(saved)
+        compared_from.clear()
+        rows, cosines, ids = nearest.find(papers, vectors)
+        assert [{ids[r] for r in found} for found in rows] == brute_force(vectors, saved, 5)
+        assert all(nearest.known(p) for p in papers)
+        if step == 1:  # only the 40 papers saved since were compared
+            assert compared_from == [60]
+    assert nearest.fresh_starts == 0
+
+
+def test_nearest_starts_afresh_when_most_saved_papers_are_gone(monkeypatch):
+    monkeypatch.setattr(collaborative, "NEIGHBOURS", 1)
+    nearest = Nearest()
+    nearest.sync(TOPICS)
+    nearest.find(["new"], unit(0.1, 1, 0, 0)[None, :])
+    nearest.sync({p: TOPICS[p] for p in ("mine", "elsewhere")})
+    assert nearest.fresh_starts == 1 and len(nearest) == 2 and not nearest.known("new")
+    rows, _, ids = nearest.find(["new"], unit(0.1, 1, 0, 0)[None, :])
+    assert ids[rows[0][0]] == "mine"
+
+
+def test_carried_co_saves_follow_a_rebuild_that_saved_more_papers(carrying):
+    # The same Nearest serves the next build: its rows map onto that build's columns.
+    vectors = np.stack([unit(0, 0, 0.1, 1)])
+    before, _ = carrying.carried(["mine"], ["new"], vectors)
+    assert before[0] == 0  # like "unrelated", which no reader of mine saved
+    nearest = carrying._nearest
+    assert nearest is not None
+    rebuilt = CoSaves([*pairs(), ("r1", "unrelated")])
+    nearest.sync(TOPICS)
+    rebuilt.attach(nearest)
+    after, _ = rebuilt.carried(["mine"], ["new"], vectors)
+    assert after[0] > 0

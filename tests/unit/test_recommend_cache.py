@@ -50,14 +50,15 @@ async def test_a_stale_model_keeps_serving_while_one_rebuild_runs():
     assert len(builds) == 2
 
 
-async def test_the_services_co_saves_carry_to_a_brand_new_paper(tmp_path):
-    # 24 saved papers on two topics; readers of "mine" saved the "lora-*" ones.
+def co_saving_service(tmp_path, embedded_at: float) -> tuple[Recommender, QdrantEdgeStore]:
+    """recommend over 26 papers on two topics, 24 of them saved; readers of "mine" saved the
+    "lora-*" ones, and "new" (a LoRA paper) has no savers."""
     encoder = HashingEncoder()
     titles = {f"lora-{i}": f"low-rank adapters LoRA variant {i}" for i in range(12)}
     titles |= {f"nerf-{i}": f"neural radiance fields scene {i}" for i in range(12)}
     titles |= {"mine": "parameter-efficient fine-tuning", "new": "low-rank adapters LoRA new"}
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
-    vectors.upsert(stored_papers(titles, encoder, at=1.0))
+    vectors.upsert(stored_papers(titles, encoder, at=embedded_at))
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     now = datetime.now(UTC)
     for reader, topic in (("a", "lora"), ("b", "lora"), ("c", "nerf")):
@@ -72,12 +73,28 @@ async def test_the_services_co_saves_carry_to_a_brand_new_paper(tmp_path):
             )
             store.record_feedback(save)
     settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
-    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    return Recommender(settings, store, vectors, LocalTextEncoder(encoder)), vectors
 
+
+async def test_the_services_co_saves_carry_to_a_brand_new_paper(tmp_path):
+    recommender, vectors = co_saving_service(tmp_path, embedded_at=1.0)
     cosaves = await recommender.cosaves()
     [new] = vectors.get(["new"], with_vectors=True)
     found = cosaves.carried(["mine"], ["new"], np.stack([new.vector]))
     assert found is not None  # the saved papers' vectors came from the vector store
     carried, _ = found
     assert carried[0] > 0
+    await recommender.close()
+    vectors.close()
+
+
+async def test_new_papers_nearest_saved_papers_are_found_before_any_request_needs_them(tmp_path):
+    recommender, vectors = co_saving_service(tmp_path, embedded_at=time.time())
+    await recommender.cosaves()  # the first build starts a pass over recent papers
+    for _ in range(200):
+        if recommender.nearest.known("new"):
+            break
+        await asyncio.sleep(0.02)
+    assert recommender.nearest.known("new")
+    await recommender.close()
     vectors.close()

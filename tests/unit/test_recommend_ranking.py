@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pytest
 
+from paperwire_recommend import ranking
 from paperwire_recommend.digest import Schedule, on_demand_key, period_key
 from paperwire_recommend.ranking import Evidence, lexical_scores, rank, terms, uses, words_of
 
@@ -104,7 +105,7 @@ def test_terms_drop_stop_words_short_words_and_plurals():
     ],
 )
 def test_a_paper_uses_a_term_exactly_when_its_terms_hold_it(text):
-    assert words_of(text) == set(re.findall("[a-z0-9]+", text.lower()))
+    assert set(words_of(text)) == set(re.findall("[a-z0-9]+", text.lower()))
     asked = terms("adapter class clas bias gas bus lens model splat gaussian language fast lora")
     words = words_of(text)
     assert {t for t in asked if uses(words, t)} == asked & terms(text)
@@ -128,3 +129,11 @@ def test_word_scores_are_the_idf_share_of_an_interests_terms_a_paper_holds():
         # Rarest first, then by name.
         assert matched[0].of(col) == sorted(terms(asked) & h, key=lambda t: (-idf[t], t))
     assert matched[1] is None and not scores[1].any()
+
+
+def test_the_words_cache_keeps_the_latest_texts_up_to_its_size(monkeypatch):
+    monkeypatch.setattr(ranking, "WORDS_CACHED", 3)
+    monkeypatch.setattr(ranking, "_WORDS", {})
+    for i in range(5):
+        assert set(words_of(f"text number {i}")) == {"text", "number", str(i)}
+    assert list(ranking._WORDS) == ["text number 2", "text number 3", "text number 4"]

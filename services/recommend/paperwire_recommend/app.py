@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Response
@@ -56,6 +57,9 @@ def create_app(
         settings, sql, vectors, encoder or RemoteEncoder(broker, settings.encode_timeout_seconds)
     )
 
+    metrics.nearest_papers.set_function(recommender.nearest.papers_found)
+    metrics.nearest_pass_done.set_function(lambda: recommender.nearest_pass_done)
+
     async def publish(digest: DigestDue) -> None:
         await broker.publish(digest, stream=streams.DIGESTS_DUE)
 
@@ -89,16 +93,23 @@ def create_app(
         if ensure_groups:
             await streams.ensure_groups(settings.redis_url)
         await broker.start()
+        # Everything imported and built so far lives as long as the process: keep the garbage
+        # collector from walking it. Each full collection walked ~190k such objects in ~120 ms,
+        # which showed as the slowest first requests (bench/README.md); after this, ~1 ms.
+        gc.collect()
+        gc.freeze()
         task = asyncio.create_task(scheduler.run()) if run_scheduler else None
         try:
             yield
         finally:
             await stop_task(task)
+            await recommender.close()
             await broker.stop()
             if owns_vectors:
                 await asyncio.to_thread(vectors.close)
             sql.close()
             await stream_stats.aclose()
+            gc.unfreeze()  # what this app held can be collected again (tests start many apps)
 
     app = FastAPI(
         title="paperwire",

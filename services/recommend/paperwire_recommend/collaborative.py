@@ -19,11 +19,18 @@ it (cosine, soft-max weights at ``CARRY_TEMPERATURE``). On the development split
 folding in the users who are not being evaluated through "similar readers' libraries" instead
 (user kNN) gave 0.570. ``crowding`` (a paper's mean cosine to its nearest saved papers) measures
 how much a paper looks like everybody's library ("hubness"): ranking.CROWDING_WEIGHT uses it.
+
+Finding a paper's nearest saved papers is a pass over all of them, so ``Nearest`` keeps what it
+found across co-save rebuilds (only papers saved since are compared again) and recommend finds
+them for newly embedded papers in the background, before any request needs them.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp  # type: ignore[import-untyped]
@@ -65,34 +72,14 @@ class CoSaves:
         self._to_readers = sp.diags(1 / np.maximum(self.savers, 1)) @ saves.T.tocsr()
         self._to_papers = (sp.diags(1 / np.maximum(per_reader, 1)) @ saves).tocsr()
         self._penalty = np.maximum(self.savers, 1) ** -beta
-        self._vectors: np.ndarray | None = None  # unit vectors of the saved papers, ``ids`` order
-        self._near: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        self._nearest: Nearest | None = None
+        # Nearest's rows (its ids list) and their columns here, extended as it grows
+        self._columns_of: tuple[list[str] | None, np.ndarray] = (None, np.zeros(0, np.int64))
 
-    def attach_vectors(self, vectors: Mapping[str, np.ndarray]) -> None:
-        """Give the saved papers' unit vectors (by paper id), which ``carried`` compares with.
-
-        A saved paper without a vector (not embedded yet) is never anyone's neighbour.
-        """
-        if not self.ids:
-            return
-        dim = len(next(iter(vectors.values()))) if vectors else 0
-        matrix = np.zeros((len(self.ids), dim), np.float32)
-        for row, paper in enumerate(self.ids):
-            if (vector := vectors.get(paper)) is not None:
-                matrix[row] = vector
-        self._vectors = matrix if dim else None
-        self._near.clear()
-
-    def adopt(self, previous: CoSaves) -> None:
-        """Keep ``previous``'s nearest saved papers of each candidate when this build has the same
-        saves and saved papers' vectors (rebuilt every few minutes, the saves rarely change)."""
-        same_vectors = (
-            self._vectors is not None
-            and previous._vectors is not None
-            and np.array_equal(self._vectors, previous._vectors)
-        )
-        if previous.version == self.version and same_vectors:
-            self._near = previous._near
+    def attach(self, nearest: Nearest) -> None:
+        """Find new papers' nearest saved papers with ``nearest`` (synced with this build's saved
+        papers, ``Nearest.sync``): what ``carried`` needs."""
+        self._nearest = nearest
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -128,11 +115,11 @@ class CoSaves:
 
         With ``relevance`` (one score per candidate) and ``limit``, only the ``limit`` most relevant
         candidates without savers are carried to, the others are NaN: finding a paper's nearest
-        saved papers costs a pass over all of them (~0.2 ms per paper at 20k saved papers), and a
-        paper far down the list does not reach the top on co-saves alone. Callers ask for
+        saved papers for the first time costs a pass over all of them (~0.15 ms per paper at 20k
+        saved papers), and a paper far down the list does not reach the top on co-saves alone. Callers ask for
         ``SHORTLIST_PER_PAPER`` times the papers they will show.
         """
-        if self._vectors is None or len(self.ids) <= NEIGHBOURS:
+        if self._nearest is None or len(self._nearest) <= NEIGHBOURS:
             return None
         walked = self.walk(positives)
         for p in positives:  # the walk comes back to where it started: that is not news
@@ -147,35 +134,24 @@ class CoSaves:
             new = sorted(new[i] for i in order)
         if new:
             vectors = np.asarray(vectors, np.float32)
-            cols, weights, crowding[new] = self._nearest([candidates[i] for i in new], vectors[new])
-            carried[new] = (walked[cols] * weights).sum(axis=1)
-        return carried, crowding
-
-    def _nearest(
-        self, candidates: Sequence[str], vectors: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each candidate's nearest saved papers (rows), their weights, and its mean cosine to them.
-
-        Cached by paper id until the next rebuild: the same new papers are ranked for every user.
-        """
-        assert self._vectors is not None
-        missing = [i for i, c in enumerate(candidates) if c not in self._near]
-        for start in range(0, len(missing), _BLOCK):
-            rows = missing[start : start + _BLOCK]
-            sims = vectors[rows] @ self._vectors.T
-            # A copy: a slice would keep the whole block × saved-papers index array alive.
-            cols = np.argpartition(sims, -NEIGHBOURS, axis=1)[:, -NEIGHBOURS:].copy()
-            near = np.take_along_axis(sims, cols, axis=1)
+            rows, near, ids = self._nearest.find([candidates[i] for i in new], vectors[new])
+            cols = self._columns(ids)[rows]  # a paper not saved in this build reaches the 0
             weights = np.exp((near - near.max(axis=1, keepdims=True)) / CARRY_TEMPERATURE)
             weights /= weights.sum(axis=1, keepdims=True)
-            for r, row in enumerate(rows):
-                self._near[candidates[row]] = (cols[r], weights[r], float(near[r].mean()))
-        found = [self._near[c] for c in candidates]
-        return (
-            np.stack([cols for cols, _, _ in found]),
-            np.stack([weights for _, weights, _ in found]),
-            np.fromiter((crowd for _, _, crowd in found), float, len(found)),
-        )
+            carried[new] = (np.append(walked, 0.0)[cols] * weights).sum(axis=1)
+            crowding[new] = near.mean(axis=1)
+        return carried, crowding
+
+    def _columns(self, ids: list[str]) -> np.ndarray:
+        """This build's column of each of ``Nearest``'s rows (``ids``), len(self.ids) if none."""
+        known_ids, columns = self._columns_of
+        if known_ids is not ids:  # Nearest started afresh
+            columns = np.zeros(0, np.int64)
+        if len(ids) > len(columns):
+            extra = [self.papers.get(p, len(self.ids)) for p in ids[len(columns) :]]
+            columns = np.concatenate([columns, np.asarray(extra, np.int64)])
+            self._columns_of = (ids, columns)  # one assignment: requests run in threads
+        return columns
 
     def neighbours(self, positives: Sequence[str], n: int) -> list[str]:
         """The ``n`` papers the walk reaches most often, best first, positives left out."""
@@ -188,3 +164,132 @@ class CoSaves:
             return []
         top = np.argpartition(-walked, n - 1)[:n]
         return [self.ids[i] for i in top[np.argsort(-walked[top], kind="stable")]]
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """Saved papers as ``Nearest`` knows them at one time, replaced whole by ``sync`` so a reader
+    never sees it half updated: their unit vectors (rows, in the order first saved), which rows are
+    gone (no longer saved, or embedded again), and the neighbours found against those rows."""
+
+    ids: list[str]  # row -> paper; rows are only ever appended until a fresh start
+    matrix: np.ndarray
+    gone: np.ndarray
+    # paper -> (rows, cosines, rows it was compared with), ``NEIGHBOURS`` of each
+    found: dict[str, tuple[np.ndarray, np.ndarray, int]]
+
+    @classmethod
+    def empty(cls) -> _Saved:
+        return cls([], np.zeros((0, 0), np.float32), np.zeros(0, bool), {})
+
+
+class Neighbours(NamedTuple):
+    rows: np.ndarray  # papers × NEIGHBOURS rows of ``ids``
+    cosines: np.ndarray
+    ids: list[str]
+
+
+class Nearest:
+    """Each paper's ``NEIGHBOURS`` nearest saved papers (cosine), kept across co-save rebuilds.
+
+    Saved papers get rows in the order they are first saved. A paper's neighbours are found once
+    against every saved paper, then, as papers are saved, only against the rows added since; a
+    neighbour that is no longer saved makes that paper's neighbours be found again. Thread-safe:
+    one ``sync`` at a time, ``find`` from any thread meanwhile.
+    """
+
+    # Rows gone past this share of all rows: start afresh rather than carry them.
+    MAX_GONE = 0.25
+
+    def __init__(self) -> None:
+        self.fresh_starts = 0  # times everything found was dropped (too many rows gone)
+        self._saved = _Saved.empty()
+        self._rows: dict[str, int] = {}  # saved paper -> its live row
+        self._sync = threading.Lock()
+
+    def __len__(self) -> int:
+        """The saved papers (live rows)."""
+        return len(self._rows)
+
+    def sync(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Make the saved papers exactly ``vectors`` (paper id -> unit vector)."""
+        with self._sync:
+            saved = self._saved
+            gone = saved.gone.copy()
+            rows = dict(self._rows)
+            for paper, row in self._rows.items():
+                vector = vectors.get(paper)
+                if vector is None or not np.array_equal(saved.matrix[row], vector):
+                    gone[row] = True
+                    del rows[paper]
+            if gone.sum() > self.MAX_GONE * max(len(gone), 1):
+                saved, rows = _Saved.empty(), {}
+                gone = saved.gone
+                self.fresh_starts += 1
+            added = [p for p in vectors if p not in rows]
+            if not added and len(rows) == len(self._rows) and saved is self._saved:
+                return
+            matrix = saved.matrix
+            if added:
+                block = np.stack([np.asarray(vectors[p], np.float32) for p in added])
+                matrix = np.concatenate([matrix, block]) if len(matrix) else block
+                gone = np.concatenate([gone, np.zeros(len(added), bool)])
+                for paper in added:
+                    rows[paper] = len(saved.ids)
+                    saved.ids.append(paper)
+            self._rows = rows
+            self._saved = _Saved(saved.ids, matrix, gone, saved.found)
+
+    def papers_found(self) -> int:
+        """Papers whose neighbours were found (some perhaps among fewer saved papers than now)."""
+        return len(self._saved.found)
+
+    def known(self, paper: str) -> bool:
+        """Whether ``paper``'s neighbours are found among all papers saved now."""
+        saved = self._saved
+        found = saved.found.get(paper)
+        return (
+            found is not None and found[2] == len(saved.matrix) and not saved.gone[found[0]].any()
+        )
+
+    def find(self, papers: Sequence[str], vectors: np.ndarray) -> Neighbours:
+        """Each paper's (unit ``vectors`` rows) nearest saved papers, in no particular order.
+        Needs more saved papers than ``NEIGHBOURS``."""
+        saved = self._saved
+        total = len(saved.matrix)
+        rows = np.zeros((len(papers), NEIGHBOURS), np.int32)
+        near = np.zeros((len(papers), NEIGHBOURS), np.float32)
+        fresh: list[int] = []
+        since: dict[int, list[int]] = {}
+        for i, paper in enumerate(papers):
+            found = saved.found.get(paper)
+            # Found against more rows than this snapshot has (a sync since): find it again.
+            if found is None or found[2] > total or saved.gone[found[0]].any():
+                fresh.append(i)
+            elif found[2] < total:
+                since.setdefault(found[2], []).append(i)
+            else:
+                rows[i], near[i] = found[0], found[1]
+        for first, waiting in [(0, fresh), *since.items()]:
+            for start in range(0, len(waiting), _BLOCK):
+                block = waiting[start : start + _BLOCK]
+                self._best(saved, [papers[i] for i in block], vectors[block], first)
+                for i in block:
+                    rows[i], near[i] = saved.found[papers[i]][:2]
+        return Neighbours(rows, near, saved.ids)
+
+    @staticmethod
+    def _best(saved: _Saved, papers: list[str], vectors: np.ndarray, first: int) -> None:
+        """Find ``papers``' neighbours among rows ``first:``, merged with those found before."""
+        sims = vectors @ saved.matrix[first:].T
+        sims[:, saved.gone[first:]] = -np.inf
+        rows = np.broadcast_to(np.arange(first, len(saved.matrix)), sims.shape)
+        if first:
+            sims = np.hstack([np.stack([saved.found[p][1] for p in papers]), sims])
+            rows = np.hstack([np.stack([saved.found[p][0] for p in papers]), rows])
+        best = np.argpartition(sims, -NEIGHBOURS, axis=1)[:, -NEIGHBOURS:]
+        # Copies: a slice would keep the whole block × saved-papers array alive.
+        found_rows = np.take_along_axis(rows, best, axis=1).astype(np.int32)
+        found_near = np.take_along_axis(sims, best, axis=1).astype(np.float32)
+        for r, paper in enumerate(papers):
+            saved.found[paper] = (found_rows[r], found_near[r], len(saved.matrix))

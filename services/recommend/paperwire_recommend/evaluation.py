@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from paperwire_recommend import ranking
-from paperwire_recommend.collaborative import SHORTLIST_PER_PAPER, CoSaves
+from paperwire_recommend.collaborative import SHORTLIST_PER_PAPER, CoSaves, Nearest
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,9 @@ class Paperwire:
         self.vectors = space.apply(ctx.vectors) if space else ctx.vectors
         visible = () if self.content_only else ctx.split.visible.items()
         self.cosaves = CoSaves((user, self.ids[i]) for user, library in visible for i in library)
-        self.cosaves.attach_vectors({p: self.raw[self.index[p]] for p in self.cosaves.ids})
+        nearest = Nearest()
+        nearest.sync({p: self.raw[self.index[p]] for p in self.cosaves.ids})
+        self.cosaves.attach(nearest)
         self.dislikes = ctx.data.dislikes
 
     def ranked(self, case: Case, candidates: np.ndarray, k: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from paperwire_shared.events import FeedbackKind
 
@@ -47,6 +47,18 @@ class Metrics:
         self.digest_errors = Counter(
             "paperwire_digest_errors_total",
             "Digests that failed to build or hand over; each is tried again on the next tick.",
+            registry=registry,
+        )
+        # Set to read recommend's state at each scrape (app.py).
+        self.nearest_papers = Gauge(
+            "paperwire_recommend_nearest_papers",
+            "Papers whose nearest saved papers (for carried co-saves) recommend has found.",
+            registry=registry,
+        )
+        self.nearest_pass_done = Gauge(
+            "paperwire_recommend_nearest_pass_done_timestamp_seconds",
+            "When recommend last finished finding newly embedded papers' nearest saved papers "
+            "(0: not yet since start).",
             registry=registry,
         )
         for kind in get_args(FeedbackKind):

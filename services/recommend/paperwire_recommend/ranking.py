@@ -38,8 +38,8 @@ names the piece of the user's own evidence that contributed most to its relevanc
 
 from __future__ import annotations
 
-import functools
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -271,19 +271,36 @@ class _Interest:
     extras: defaultdict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
 
 
-@functools.lru_cache(maxsize=200_000)
-def words_of(text: str) -> frozenset[str]:
-    """The lower-cased words of a paper's text. Cached: the same papers come back request after
-    request, and splitting ~200 abstracts into terms took ~50 ms of a request (bench/README.md).
+# The words of a text, as a dict of word -> None: a set with no references the garbage collector
+# has to follow, kept in a plain dict. Frozensets in an lru_cache made each full collection take
+# ~60 ms per 200k texts, which showed as ~200 ms stalls in requests while the cache filled
+# (bench/README.md); these take ~5 ms.
+Words = Mapping[str, None]
+_WORDS: dict[str, Words] = {}
+_WORDS_LOCK = threading.Lock()
+WORDS_CACHED = 200_000
+
+
+def words_of(text: str) -> Words:
+    """The lower-cased words of a paper's text. Cached (the first ``WORDS_CACHED`` texts seen are
+    kept first out): the same papers come back request after request, and splitting ~200
+    abstracts into terms took ~50 ms of a request (bench/README.md).
 
     The same words as ``_WORD`` finds in the lower-cased text, split by a byte table instead of the
     regular expression (1.5x faster): any other character, non-ASCII included, separates words.
     """
-    ascii_text = text.lower().encode("ascii", "replace").translate(_SEPARATE)
-    return frozenset(ascii_text.decode("ascii").split())
+    words = _WORDS.get(text)
+    if words is None:
+        ascii_text = text.lower().encode("ascii", "replace").translate(_SEPARATE)
+        words = dict.fromkeys(ascii_text.decode("ascii").split())
+        with _WORDS_LOCK:  # requests rank in threads
+            while len(_WORDS) >= WORDS_CACHED:
+                del _WORDS[next(iter(_WORDS))]
+            _WORDS[text] = words
+    return words
 
 
-def uses(words: frozenset[str], term: str) -> bool:
+def uses(words: Words, term: str) -> bool:
     """Whether a text of these ``words_of`` uses a term of ``terms``, as it is or in the plural
     (the same as ``term in terms(text)``, without building the text's terms)."""
     return term in words or (len(term) >= 4 and term + "s" in words)
@@ -345,7 +362,7 @@ def _standardised(values: np.ndarray) -> np.ndarray:
     return np.where(known, (values - mean) / std, 0.0)
 
 
-def _mentions(text_words: frozenset[str], keyword: str) -> bool:
+def _mentions(text_words: Words, keyword: str) -> bool:
     wanted = _WORD.findall(keyword.lower())
     return bool(wanted) and all(w in text_words for w in wanted)
 
@@ -475,7 +492,7 @@ def _apply_rules(
     interest: _Interest,
     rule: Rules,
     spread: float,
-    words: list[frozenset[str]] | None,
+    words: list[Words] | None,
     facts: Facts | None,
 ) -> None:
     categories = facts.categories if facts is not None else None
