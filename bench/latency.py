@@ -56,6 +56,12 @@ def numpy_floor(ds: corpus.Dataset, user_ids: list[str], k: int = 10) -> list[fl
 NEAREST_DONE = "paperwire_recommend_nearest_pass_done_timestamp_seconds"
 
 
+def library_order(result: load.Load) -> str:
+    """Where the slowest requests fell in the run (request numbers, from 0)."""
+    order = np.argsort(result.latencies)[-3:]
+    return ", ".join(str(int(i)) for i in order)
+
+
 async def wait_for_nearest(port: int, timeout: float = 600) -> float:
     """Seconds until recommend's first background pass over the stored papers (finding their
     nearest saved papers, for carried co-saves) has finished, read off its /metrics."""
@@ -222,11 +228,13 @@ async def run(
         baseline_value=floor_p50,
         note=f"{len(library.latencies)} users, each once",
     )
+    slowest = ", ".join(f"{t * 1000:.0f}" for t in sorted(library.latencies)[-3:])
     p99_row(
         "200-paper-library user, first request (computed), 1 client",
         library,
         "numpy top-k floor p99",
         floor_p99,
+        note=f"slowest 3 (ms): {slowest}; in order: {library_order(library)}",
     )
     p99_row(
         "200-paper-library user, asked again (answer kept), 1 client",
