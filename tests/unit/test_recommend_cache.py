@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -97,4 +98,41 @@ async def test_new_papers_nearest_saved_papers_are_found_before_any_request_need
         await asyncio.sleep(0.02)
     assert recommender.nearest.known("new")
     await recommender.close()
+    vectors.close()
+
+
+class ReadCounting(QdrantEdgeStore):
+    """The real Edge store, noting the ``since`` of every read of recently embedded papers."""
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self.reads: list[float] = []
+
+    def embedded_since(self, since: float, limit: int) -> Any:
+        self.reads.append(since)
+        return super().embedded_since(since, limit)
+
+
+async def test_the_digests_of_a_tick_read_the_days_papers_once_then_only_newer_ones(tmp_path):
+    encoder = HashingEncoder()
+    vectors = ReadCounting(tmp_path / "qdrant")
+    now = time.time()
+    day = now - 86_400
+    vectors.upsert(stored_papers({"a": "LoRA adapters", "b": "Gaussian splats"}, encoder, at=now))
+    vectors.upsert(stored_papers({"old": "last week's paper"}, encoder, at=day - 3_600))
+    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+
+    assert {p.paper_id for p in recommender.recent_papers(day)} == {"a", "b"}
+    vectors.upsert(stored_papers({"c": "a paper embedded between two digests"}, encoder, at=now))
+    assert {p.paper_id for p in recommender.recent_papers(day + 60)} == {"a", "b", "c"}
+    # The second digest read only what was embedded since the first read (less a clock slack).
+    assert vectors.reads[0] == day and vectors.reads[1] > now - 120
+    # A digest looking further back reads again; after the tick, everything is read again.
+    assert "old" in {p.paper_id for p in recommender.recent_papers(day - 7_200)}
+    assert vectors.reads[2] == day - 7_200
+    recommender.forget_recent()
+    recommender.recent_papers(day)
+    assert vectors.reads[3] == day and len(vectors.reads) == 4
     vectors.close()

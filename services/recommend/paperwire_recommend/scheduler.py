@@ -122,17 +122,20 @@ class Scheduler:
         last_due = await asyncio.to_thread(self.store.last_due_times)
         oldest = now - timedelta(days=self.settings.catch_up_days)
         holidays = self.settings.arxiv_extra_holidays
-        for user, sub in await asyncio.to_thread(self.store.subscribers, self.defaults):
-            if not receives_digests(sub):
-                continue
-            after = max(last_due.get(user.id, sub.starts_at), sub.starts_at, oldest)
-            for slot in due_slots(user.id, sub.schedule, after, now, holidays):
-                try:
-                    await self._run_slot(user, sub, slot)
-                except Exception:  # one user's failure must not stop everyone's digest
-                    self.metrics.digest_errors.inc()
-                    log.exception("digest %s failed; retried next tick", slot.key)
-                    break  # later slots wait, so this one is never skipped over
+        try:
+            for user, sub in await asyncio.to_thread(self.store.subscribers, self.defaults):
+                if not receives_digests(sub):
+                    continue
+                after = max(last_due.get(user.id, sub.starts_at), sub.starts_at, oldest)
+                for slot in due_slots(user.id, sub.schedule, after, now, holidays):
+                    try:
+                        await self._run_slot(user, sub, slot)
+                    except Exception:  # one user's failure must not stop everyone's digest
+                        self.metrics.digest_errors.inc()
+                        log.exception("digest %s failed; retried next tick", slot.key)
+                        break  # later slots wait, so this one is never skipped over
+        finally:
+            self.recommender.forget_recent()  # the day's candidates, read once for this tick
 
     async def run(self) -> None:
         while True:
