@@ -8,7 +8,6 @@ stack alone costs) and a bare numpy top-k over the same 100k vectors (the comput
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import tempfile
@@ -53,6 +52,8 @@ def numpy_floor(ds: corpus.Dataset, user_ids: list[str], k: int = 10) -> list[fl
     return times
 
 
+# When recommend's background pass finding every stored paper's nearest saved papers (for carried
+# co-saves) last ended: the benchmark's steady state starts after the first one.
 NEAREST_DONE = "paperwire_recommend_nearest_pass_done_timestamp_seconds"
 
 
@@ -60,17 +61,6 @@ def library_order(result: load.Load) -> str:
     """Where the slowest requests fell in the run (request numbers, from 0)."""
     order = np.argsort(result.latencies)[-3:]
     return ", ".join(str(int(i)) for i in order)
-
-
-async def wait_for_nearest(port: int, timeout: float = 600) -> float:
-    """Seconds until recommend's first background pass over the stored papers (finding their
-    nearest saved papers, for carried co-saves) has finished, read off its /metrics."""
-    started = time.perf_counter()
-    while not await load.metric(port, NEAREST_DONE):
-        if time.perf_counter() - started > timeout:
-            raise TimeoutError(f"recommend's nearest-papers pass did not end in {timeout:.0f} s")
-        await asyncio.sleep(0.5)
-    return time.perf_counter() - started
 
 
 async def run(
@@ -108,7 +98,7 @@ async def run(
             # The first request builds what recommend caches (e.g. ranking models): not steady state.
             first = await load.one_request(port, pick(), headers)
             # Then recommend finds every stored paper's nearest saved papers in the background.
-            nearest_pass = await wait_for_nearest(port)
+            nearest_pass = await load.wait_for_metric(port, NEAREST_DONE)
             single = await load.closed_loop(
                 port, pick, clients=1, seconds=seconds / 4, warmup=1, headers=headers
             )

@@ -133,6 +133,16 @@ async def metric(port: int, name: str) -> float | None:
     return None
 
 
+async def wait_for_metric(port: int, name: str, timeout: float = 600) -> float:
+    """Seconds until the metric ``name`` on ``/metrics`` is exported and non-zero."""
+    started = time.perf_counter()
+    while not await metric(port, name):
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{name} stayed 0 for {timeout:.0f} s")
+        await asyncio.sleep(0.5)
+    return time.perf_counter() - started
+
+
 def picker(items: Sequence[str], template: str, seed: int = 0) -> Callable[[], str]:
     rng = random.Random(seed)
     return lambda: template.format(rng.choice(items))

@@ -26,6 +26,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bench import corpus, load
+from bench.latency import NEAREST_DONE
 from bench.pipeline import write_papers
 from bench.report import Part
 
@@ -170,6 +171,9 @@ async def run(part: Part, *, papers: int = 100_000, users: int = 10_000) -> None
                 )
                 if result.errors:
                     part.note(f"recommend answered {result.statuses} under load")
+                # The peak includes the background pass over every stored paper (latency.py).
+                waited = await load.wait_for_metric(port, NEAREST_DONE)
+                part.note(f"recommend's nearest-papers pass ended {waited:.0f} s after the load")
                 return f"{papers:,} papers, {users:,} users, {len(result.latencies)} requests"
 
             env = {
