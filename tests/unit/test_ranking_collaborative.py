@@ -122,9 +122,9 @@ def test_nearest_saved_papers_stay_exact_as_papers_are_saved_and_unsaved(monkeyp
     compared_from = []
     best = Nearest._best
 
-    def counted(saved, p, v, first):
+    def counted(saved, first, vectors, earlier):
         compared_from.append(first)
-        best(saved, p, v, first)
+        return best(saved, first, vectors, earlier)
 
     monkeypatch.setattr(Nearest, "_best", staticmethod(counted))
     # Saved papers come (60, then 40 more), one goes, a few come back.

@@ -116,8 +116,8 @@ class CoSaves:
         With ``relevance`` (one score per candidate) and ``limit``, only the ``limit`` most relevant
         candidates without savers are carried to, the others are NaN: finding a paper's nearest
         saved papers for the first time costs a pass over all of them (~0.15 ms per paper at 20k
-        saved papers), and a paper far down the list does not reach the top on co-saves alone. Callers ask for
-        ``SHORTLIST_PER_PAPER`` times the papers they will show.
+        saved papers), and a paper far down the list does not reach the top on co-saves alone.
+        Callers ask for ``SHORTLIST_PER_PAPER`` times the papers they will show.
         """
         if self._nearest is None or len(self._nearest) <= NEIGHBOURS:
             return None
@@ -166,6 +166,10 @@ class CoSaves:
         return [self.ids[i] for i in top[np.argsort(-walked[top], kind="stable")]]
 
 
+# A paper's ``NEIGHBOURS`` nearest saved papers: their rows, cosines, and the rows compared with.
+_Found = tuple[np.ndarray, np.ndarray, int]
+
+
 @dataclass(frozen=True)
 class _Saved:
     """Saved papers as ``Nearest`` knows them at one time, replaced whole by ``sync`` so a reader
@@ -175,8 +179,7 @@ class _Saved:
     ids: list[str]  # row -> paper; rows are only ever appended until a fresh start
     matrix: np.ndarray
     gone: np.ndarray
-    # paper -> (rows, cosines, rows it was compared with), ``NEIGHBOURS`` of each
-    found: dict[str, tuple[np.ndarray, np.ndarray, int]]
+    found: dict[str, _Found]
 
     @classmethod
     def empty(cls) -> _Saved:
@@ -259,37 +262,41 @@ class Nearest:
         total = len(saved.matrix)
         rows = np.zeros((len(papers), NEIGHBOURS), np.int32)
         near = np.zeros((len(papers), NEIGHBOURS), np.float32)
-        fresh: list[int] = []
-        since: dict[int, list[int]] = {}
+        # Papers to compare with rows ``first:``, by ``first``, with what was found before.
+        waiting: dict[int, list[tuple[int, _Found | None]]] = {}
         for i, paper in enumerate(papers):
             found = saved.found.get(paper)
             # Found against more rows than this snapshot has (a sync since): find it again.
             if found is None or found[2] > total or saved.gone[found[0]].any():
-                fresh.append(i)
+                waiting.setdefault(0, []).append((i, None))
             elif found[2] < total:
-                since.setdefault(found[2], []).append(i)
+                waiting.setdefault(found[2], []).append((i, found))
             else:
                 rows[i], near[i] = found[0], found[1]
-        for first, waiting in [(0, fresh), *since.items()]:
-            for start in range(0, len(waiting), _BLOCK):
-                block = waiting[start : start + _BLOCK]
-                self._best(saved, [papers[i] for i in block], vectors[block], first)
-                for i in block:
-                    rows[i], near[i] = saved.found[papers[i]][:2]
+        for first, group in waiting.items():
+            for start in range(0, len(group), _BLOCK):
+                block = group[start : start + _BLOCK]
+                at = [i for i, _ in block]
+                rows[at], near[at] = self._best(saved, first, vectors[at], [f for _, f in block])
+                for i in at:
+                    saved.found[papers[i]] = (rows[i].copy(), near[i].copy(), total)
         return Neighbours(rows, near, saved.ids)
 
     @staticmethod
-    def _best(saved: _Saved, papers: list[str], vectors: np.ndarray, first: int) -> None:
-        """Find ``papers``' neighbours among rows ``first:``, merged with those found before."""
+    def _best(
+        saved: _Saved, first: int, vectors: np.ndarray, earlier: list[_Found | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbours among rows ``first:`` and, from ``first`` > 0, those found ``earlier``
+        among the rows before (all of them given then)."""
         sims = vectors @ saved.matrix[first:].T
         sims[:, saved.gone[first:]] = -np.inf
         rows = np.broadcast_to(np.arange(first, len(saved.matrix)), sims.shape)
         if first:
-            sims = np.hstack([np.stack([saved.found[p][1] for p in papers]), sims])
-            rows = np.hstack([np.stack([saved.found[p][0] for p in papers]), rows])
+            sims = np.hstack([np.stack([f[1] for f in earlier if f is not None]), sims])
+            rows = np.hstack([np.stack([f[0] for f in earlier if f is not None]), rows])
+        # take_along_axis copies: a slice would keep the whole block × saved-papers array alive.
         best = np.argpartition(sims, -NEIGHBOURS, axis=1)[:, -NEIGHBOURS:]
-        # Copies: a slice would keep the whole block × saved-papers array alive.
-        found_rows = np.take_along_axis(rows, best, axis=1).astype(np.int32)
-        found_near = np.take_along_axis(sims, best, axis=1).astype(np.float32)
-        for r, paper in enumerate(papers):
-            saved.found[paper] = (found_rows[r], found_near[r], len(saved.matrix))
+        return (
+            np.take_along_axis(rows, best, axis=1).astype(np.int32),
+            np.take_along_axis(sims, best, axis=1).astype(np.float32),
+        )
