@@ -251,7 +251,9 @@ class Recommender:
             try:
                 await asyncio.to_thread(self._find_nearest)
             except Exception:
-                log.exception("finding new papers' nearest saved papers failed; requests will")
+                log.exception(
+                    "finding papers' nearest saved papers failed; requests find their own"
+                )
             finally:
                 self._nearest_task = None
 
