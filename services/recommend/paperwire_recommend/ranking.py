@@ -112,7 +112,7 @@ _STOPWORDS = frozenset(
 
 def terms(text: str) -> frozenset[str]:
     """Lower-cased words of three or more letters, stop words out, a plural 's' dropped: what an
-    interest's text asks for (a paper uses a term when ``uses(words_of(paper), term)``)."""
+    interest's text asks for (which papers use them: ``lexical_scores``)."""
     words = set(_WORD.findall(text.lower())) - _STOPWORDS
     return frozenset(
         word[:-1] if len(word) > 4 and word.endswith("s") else word
@@ -300,10 +300,13 @@ def words_of(text: str) -> Words:
     return words
 
 
-def uses(words: Words, term: str) -> bool:
-    """Whether a text of these ``words_of`` uses a term of ``terms``, as it is or in the plural
-    (the same as ``term in terms(text)``, without building the text's terms)."""
-    return term in words or (len(term) >= 4 and term + "s" in words)
+def _used_by(docs: Sequence[Words], term: str) -> np.ndarray:
+    """Whether each text (its ``words_of``) uses a term of ``terms``, as it is or in the plural:
+    the same as ``term in terms(text)``, without building each text's terms."""
+    found = np.fromiter((term in d for d in docs), bool, len(docs))
+    if len(term) >= 4:  # ``terms`` drops the plural 's' of words of five letters or more
+        found |= np.fromiter((term + "s" in d for d in docs), bool, len(docs))
+    return found
 
 
 @dataclass(frozen=True)
@@ -332,15 +335,9 @@ def lexical_scores(
         if item.text is None:
             continue
         wanted = sorted(terms(item.text))
-        # One set look-up per term and paper, as ``uses`` does it, without a call per pair (those
-        # calls cost ~15 ms of a request ranking ~430 candidates).
-        found = np.array(
-            [
-                [t in d or t + "s" in d for d in docs] if len(t) >= 4 else [t in d for d in docs]
-                for t in wanted
-            ],
-            dtype=bool,
-        ).reshape(len(wanted), n)
+        # A term × paper matrix, one term at a time: a call per pair cost ~15 ms of a request
+        # ranking ~430 candidates.
+        found = np.array([_used_by(docs, t) for t in wanted], bool).reshape(len(wanted), n)
         idf = np.log((n + 1) / (found.sum(axis=1) + 1)) + 1e-6
         order = np.argsort(-idf, kind="stable")  # rarest first, ties by name
         matched[row] = Matches(tuple(wanted[i] for i in order), found[order])
