@@ -129,6 +129,18 @@ def _id_vector_pairs(records: Iterable[Any]) -> list[tuple[str, np.ndarray]]:
     return [(r.payload["paper_id"], np.asarray(r.vector, np.float32)) for r in records if r.payload]
 
 
+def _server_since(since: float) -> models.Filter:
+    """Papers embedded at or after ``since`` (unix seconds), for a Qdrant server."""
+    return models.Filter(
+        must=[models.FieldCondition(key="embedded_at", range=models.Range(gte=since))]
+    )
+
+
+def _edge_since(since: float) -> edge.Filter:
+    """Papers embedded at or after ``since`` (unix seconds), for Qdrant Edge."""
+    return edge.Filter(must=[edge.FieldCondition("embedded_at", range=edge.RangeFloat(gte=since))])
+
+
 def _in_order(found: Iterable[StoredPaper], paper_ids: Sequence[str]) -> list[StoredPaper]:
     by_id = {paper.paper_id: paper for paper in found}
     return [by_id[pid] for pid in paper_ids if pid in by_id]
@@ -223,9 +235,7 @@ class QdrantServerStore:
             return []
         records, _ = self._client.scroll(
             COLLECTION,
-            scroll_filter=models.Filter(
-                must=[models.FieldCondition(key="embedded_at", range=models.Range(gte=since))]
-            ),
+            scroll_filter=_server_since(since),
             limit=limit,
             with_payload=True,
             with_vectors=True,
@@ -241,9 +251,7 @@ class QdrantServerStore:
         while True:
             records, offset = self._client.scroll(
                 COLLECTION,
-                scroll_filter=models.Filter(
-                    must=[models.FieldCondition(key="embedded_at", range=models.Range(gte=since))]
-                ),
+                scroll_filter=_server_since(since),
                 limit=page,
                 offset=offset,
                 with_payload=["paper_id"],
@@ -390,9 +398,7 @@ class QdrantEdgeStore:
         records, _ = shard.scroll(
             edge.ScrollRequest(
                 limit=limit,
-                filter=edge.Filter(
-                    must=[edge.FieldCondition("embedded_at", range=edge.RangeFloat(gte=since))]
-                ),
+                filter=_edge_since(since),
                 with_payload=True,
                 with_vector=True,
             )
@@ -408,9 +414,7 @@ class QdrantEdgeStore:
                 edge.ScrollRequest(
                     offset=offset,
                     limit=page,
-                    filter=edge.Filter(
-                        must=[edge.FieldCondition("embedded_at", range=edge.RangeFloat(gte=since))]
-                    ),
+                    filter=_edge_since(since),
                     with_payload=["paper_id"],
                     with_vector=True,
                 )
