@@ -95,7 +95,7 @@ def create_app(
         await broker.start()
         # Everything imported and built so far lives as long as the process: keep the garbage
         # collector from walking it. Each full collection walked ~190k such objects in ~120 ms,
-        # which showed as the slowest first requests (bench/README.md); after this, ~1 ms.
+        # which showed as the slowest first requests (bench/README.md); after this, ~4 ms.
         gc.collect()
         gc.freeze()
         task = asyncio.create_task(scheduler.run()) if run_scheduler else None
