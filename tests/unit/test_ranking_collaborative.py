@@ -98,10 +98,11 @@ def test_carrying_needs_vectors_and_more_saved_papers_than_neighbours():
     assert few.carried(["mine"], ["new"], unit(1, 0, 0, 0)[None, :]) is None
 
 
-def test_only_the_most_relevant_new_papers_are_carried_to(carrying):
-    vectors = np.stack([unit(0.1, 1, 0, 0), unit(0.2, 1, 0, 0)])
-    relevance = np.asarray([0.1, 0.9])
-    carried, _ = carrying.carried(["mine"], ["new-a", "new-b"], vectors, relevance, limit=1)
+def test_only_the_new_papers_closest_to_the_users_evidence_are_carried_to(carrying, monkeypatch):
+    monkeypatch.setattr(collaborative, "SHORTLIST_PER_PAPER", 1)
+    vectors = np.stack([unit(0.1, 1, 0, 0), unit(0.2, 1, 0, 0)])  # "new-b" is nearer "mine"
+    evidence = TOPICS["mine"][None, :]
+    carried, _ = carrying.carried(["mine"], ["new-a", "new-b"], vectors, evidence, k=1)
     assert np.isnan(carried[0]) and carried[1] > 0
 
 

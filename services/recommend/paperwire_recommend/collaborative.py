@@ -106,18 +106,18 @@ class CoSaves:
         positives: Sequence[str],
         candidates: Sequence[str],
         vectors: np.ndarray,
-        relevance: np.ndarray | None = None,
-        limit: int | None = None,
+        evidence: np.ndarray | None = None,
+        k: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Per candidate (unit ``vectors`` rows): the walk carried to it from its nearest saved papers,
         and its crowding (mean cosine to them); NaN for a candidate with savers of its own. None
         without attached vectors or with too few saved papers.
 
-        With ``relevance`` (one score per candidate) and ``limit``, only the ``limit`` most relevant
-        candidates without savers are carried to, the others are NaN: finding a paper's nearest
-        saved papers for the first time costs a pass over all of them (~0.15 ms per paper at 20k
-        saved papers), and a paper far down the list does not reach the top on co-saves alone.
-        Callers ask for ``SHORTLIST_PER_PAPER`` times the papers they will show.
+        With ``evidence`` (unit vectors of the user's evidence, rows) and ``k`` (the papers to be
+        shown), only the ``SHORTLIST_PER_PAPER`` × ``k`` candidates without savers closest to any
+        evidence are carried to, the others are NaN: finding a paper's nearest saved papers for
+        the first time costs a pass over all of them (~0.15 ms per paper at 20k saved papers),
+        and a paper far down the list does not reach the top on co-saves alone.
         """
         if self._nearest is None or len(self._nearest) <= NEIGHBOURS:
             return None
@@ -129,11 +129,12 @@ class CoSaves:
         carried = np.full(len(candidates), np.nan)
         crowding = np.full(len(candidates), np.nan)
         new = [i for i, c in enumerate(candidates) if c not in self.papers]
-        if relevance is not None and limit is not None and len(new) > limit:
-            order = np.argsort(-np.asarray(relevance)[new], kind="stable")[:limit]
+        vectors = np.asarray(vectors, np.float32)
+        if evidence is not None and k is not None and len(new) > SHORTLIST_PER_PAPER * k:
+            closest = (np.asarray(evidence, np.float32) @ vectors[new].T).max(axis=0)
+            order = np.argsort(-closest, kind="stable")[: SHORTLIST_PER_PAPER * k]
             new = sorted(new[i] for i in order)
         if new:
-            vectors = np.asarray(vectors, np.float32)
             rows, near, ids = self._nearest.find([candidates[i] for i in new], vectors[new])
             cols = self._columns(ids)[rows]  # a paper not saved in this build reaches the 0
             weights = np.exp((near - near.max(axis=1, keepdims=True)) / CARRY_TEMPERATURE)

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from paperwire_recommend import ranking
-from paperwire_recommend.collaborative import SHORTLIST_PER_PAPER, CoSaves, Nearest
+from paperwire_recommend.collaborative import CoSaves, Nearest
 
 log = logging.getLogger(__name__)
 
@@ -333,9 +333,8 @@ class Paperwire:
         ]
         disliked = self.dislikes.get(case.user, [])
         candidate_ids = [self.ids[i] for i in candidates]
-        closest = (self.raw[case.train] @ self.raw[candidates].T).max(axis=0)
         carried, crowding = self.cosaves.carried(
-            library, candidate_ids, self.raw[candidates], closest, SHORTLIST_PER_PAPER * k
+            library, candidate_ids, self.raw[candidates], self.raw[case.train], k
         ) or (None, None)
         found = ranking.rank(
             evidence,

@@ -20,7 +20,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
-from paperwire_recommend.collaborative import NEIGHBOURS, SHORTLIST_PER_PAPER, CoSaves, Nearest
+from paperwire_recommend.collaborative import NEIGHBOURS, CoSaves, Nearest
 from paperwire_recommend.config import Settings
 from paperwire_recommend.encoder import TextEncoder
 from paperwire_recommend.ranking import Evidence, Facts, Knobs, Ranked, Rules, Space, rank
@@ -370,10 +370,9 @@ class Recommender:
         """The one ranking call behind both the API and the digests."""
         ids = [p.paper_id for p in papers]
         vectors = np.stack([p.vector for p in papers if p.vector is not None])
-        closest = (np.stack([e.vector for e in profile.evidence]) @ vectors.T).max(axis=0)
-        carried, crowding = cosaves.carried(
-            profile.library, ids, vectors, closest, SHORTLIST_PER_PAPER * k
-        ) or (None, None)
+        evidence = np.stack([e.vector for e in profile.evidence])
+        found = cosaves.carried(profile.library, ids, vectors, evidence, k)
+        carried, crowding = found if found is not None else (None, None)
         ranked = rank(
             profile.evidence,
             ids,
