@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from paperwire_recommend import recommender as recommender_module
 from paperwire_recommend.config import Settings
 from paperwire_recommend.recommender import Recommender, _Cached
-from paperwire_recommend.store import Store
+from paperwire_recommend.store import Interest, Store
 from paperwire_shared.events import FeedbackRecorded
 from paperwire_shared.vectors import QdrantEdgeStore
 from tests.fakes import HashingEncoder, LocalTextEncoder
@@ -135,4 +136,67 @@ async def test_the_digests_of_a_tick_read_the_days_papers_once_then_only_newer_o
     recommender.forget_recent()
     recommender.recent_papers(day)
     assert vectors.reads[3] == day and len(vectors.reads) == 4
+    vectors.close()
+
+
+class SearchRecording(QdrantEdgeStore):
+    """The real Edge store, noting every paper a search found."""
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self.searched: set[str] = set()
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        hits = super().search(*args, **kwargs)
+        self.searched |= {h.paper_id for h in hits}
+        return hits
+
+
+async def test_the_api_ranks_its_candidates_among_a_sample_of_all_papers_and_shows_only_them(
+    tmp_path, monkeypatch
+):
+    """The API ranks what its vector search found, with stored papers drawn at random alongside
+    to set the scales (recommender.API_REFERENCE_PAPERS); those are never shown, even when they
+    would rank higher."""
+    encoder = HashingEncoder()
+    titles = {f"nerf-{i}": f"neural radiance fields scene {i}" for i in range(30)}
+    titles |= {f"lora-{i}": f"low-rank adapters LoRA variant {i}" for i in range(30)}
+    titles |= {f"both-{i}": f"neural radiance fields with low-rank adapters {i}" for i in range(20)}
+    vectors = SearchRecording(tmp_path / "qdrant")
+    vectors.upsert(stored_papers(titles, encoder, at=1.0))
+    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
+    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    interest = Interest("mixed", text="neural radiance fields scene", seed_paper_ids=["lora-0"])
+    user = store.create_user("a@example.org", "daily", 5, [interest], datetime.now(UTC))
+    # One search per interest (its evidence's mean) finds k × 10 papers, mostly "both-*" ones.
+    monkeypatch.setattr(recommender_module, "API_CANDIDATES_PER_INTEREST", 1)
+    ranked_sets = []
+    real_rank = recommender_module.rank
+
+    def spy(evidence: Any, paper_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        ranked_sets.append((set(paper_ids), set(kwargs["exclude"])))
+        return real_rank(evidence, paper_ids, *args, **kwargs)
+
+    monkeypatch.setattr(recommender_module, "rank", spy)
+
+    found = {r.ranked.paper_id for r in await recommender.recommend(user, 2)}
+
+    assert len(vectors.searched) == 20 and found <= vectors.searched
+    [(ranked, excluded)] = ranked_sets
+    assert ranked == set(titles)  # all 80 stored papers: fewer than API_REFERENCE_PAPERS
+    assert excluded >= set(titles) - vectors.searched
+    # Shown, the papers the search did not find would have won: pure NeRF papers are closer to
+    # the interest's text.
+    stored = vectors.get(list(titles), with_vectors=True)
+    alone = real_rank(
+        await recommender.evidence(user),
+        [p.paper_id for p in stored],
+        np.stack([p.vector for p in stored]),
+        k=2,
+        space=await recommender.space(),
+        exclude=frozenset({"lora-0"}),
+    )
+    assert not {r.paper_id for r in alone} <= vectors.searched
+    await recommender.close()
     vectors.close()

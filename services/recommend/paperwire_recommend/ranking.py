@@ -32,8 +32,10 @@ development split, seed 1; see README "Recommendation quality"):
 - **Dislikes** push papers close to them down; rules per interest (``Rules``) filter and boost.
 
 Every term other than relevance is expressed in standard deviations of the interest's relevance over
-the candidates, so a knob means the same whatever the size of the candidate set. A paper's reason
-names the piece of the user's own evidence that contributed most to its relevance.
+the candidates, so a knob means the same whatever the size of the candidate set. Over a set already
+narrowed to papers close to the user those scales shrink: the API adds a random sample of the
+corpus to its candidates, excluded, to keep them (recommender.API_REFERENCE_PAPERS). A paper's
+reason names the piece of the user's own evidence that contributed most to its relevance.
 """
 
 from __future__ import annotations
