@@ -48,7 +48,7 @@ API_COSAVED_CANDIDATES = 200
 # 1 and 2, the API's candidates emulated): nDCG@10 0.183 and 0.180 without them, 0.190 and 0.188
 # with 300, 0.195 and 0.191 with 1,000 (seed 1 ranking every paper: 0.204); Recall@50 0.403 and
 # 0.406 without, 0.410 and 0.411 with 300. 1,000 cost a 200-paper library's request ~20 ms (it
-# takes ~32 ms without), mostly per-paper work in ranking (words, payloads); 300 cost ~6 ms.
+# takes ~32 ms without), mostly per-paper work in ranking (words, payloads); 300 cost ~5 ms.
 API_REFERENCE_PAPERS = 300
 # The most recent feedback papers used as evidence (a library of thousands stays fast).
 MAX_FEEDBACK_EVIDENCE = 500
@@ -401,7 +401,7 @@ class Recommender:
             k=k,
             texts=[paper_text(p.payload) for p in papers],
             min_score=min_score,
-            exclude=profile.exclude | scale_only if scale_only else profile.exclude,
+            exclude=profile.exclude | scale_only,
             space=space,
             collaborative=cosaves.scores(profile.library, ids) if len(cosaves) else None,
             carried=carried,
