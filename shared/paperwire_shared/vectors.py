@@ -129,6 +129,15 @@ def _id_vector_pairs(records: Iterable[Any]) -> list[tuple[str, np.ndarray]]:
     return [(r.payload["paper_id"], np.asarray(r.vector, np.float32)) for r in records if r.payload]
 
 
+def _hits(points: Iterable[Any]) -> list[Hit]:
+    hits = []
+    for p in points:
+        payload = p.payload  # read once: Edge builds a new dict on every access
+        if payload:
+            hits.append(Hit(payload["paper_id"], p.score, payload, _array(p.vector)))
+    return hits
+
+
 def _server_since(since: float) -> models.Filter:
     """Papers embedded at or after ``since`` (unix seconds), for a Qdrant server."""
     return models.Filter(
@@ -224,11 +233,7 @@ class QdrantServerStore:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        return [
-            Hit(p.payload["paper_id"], p.score, p.payload, _array(p.vector))
-            for p in result.points
-            if p.payload
-        ]
+        return _hits(result.points)
 
     def embedded_since(self, since: float, limit: int) -> list[StoredPaper]:
         if limit <= 0 or not self._collection_exists():
@@ -317,7 +322,10 @@ class QdrantEdgeStore:
         with self._create_lock:  # two threads' first upserts must not both create
             if self._shard is None:
                 config = edge.EdgeConfig(
-                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine)
+                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine),
+                    # Payloads in memory: a search's 200 payloads read from Edge's default
+                    # (mmap, cold) took ~25 ms at 100k papers, ~4 ms cached (bench/README.md).
+                    payload_memory=edge.Memory.Cached,
                 )
                 shard = edge.EdgeShard.create(str(self._dir), config)
                 for name in _KEYWORD_FIELDS:
@@ -385,11 +393,7 @@ class QdrantEdgeStore:
             # optimize() is called (~5 min at 100k here; 60k upserts stay 1 plain segment).
             params=edge.SearchParams(exact=True),
         )
-        return [
-            Hit(p.payload["paper_id"], p.score, p.payload, _array(p.vector))
-            for p in shard.query(request)
-            if p.payload
-        ]
+        return _hits(shard.query(request))
 
     def embedded_since(self, since: float, limit: int) -> list[StoredPaper]:
         shard = self._live()

@@ -6,6 +6,7 @@ binary can be installed here (STACK-NOTES.md).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -275,6 +276,18 @@ def test_a_second_open_of_an_edge_data_dir_fails_with_a_clear_error(tmp_path: Pa
     reopened = QdrantEdgeStore(tmp_path)
     assert reopened.count() == 1
     reopened.close()
+
+
+def test_a_new_edge_shard_keeps_payloads_in_memory(tmp_path: Path) -> None:
+    # Read from Edge's default (mmap) a search's payloads cost ~10 ms more while their pages are
+    # cold (bench/README.md); the shard's own config file records the choice.
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        store.upsert(papers(unit_vectors(1)))
+    finally:
+        store.close()
+    (config,) = tmp_path.rglob("edge_config.json")
+    assert json.loads(config.read_text())["payload_memory"] == "cached"
 
 
 def test_open_vector_store_uses_edge_on_disk_without_a_url(tmp_path: Path) -> None:
