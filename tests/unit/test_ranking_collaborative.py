@@ -43,6 +43,18 @@ def test_beta_discounts_papers_that_everyone_saves():
     assert flat[0] / flat[1] == pytest.approx(3 * penalised[0] / penalised[1])
 
 
+def test_alpha_below_one_lets_a_long_library_pass_on_more_to_each_of_its_papers():
+    # Both readers saved "mine": one 2 papers ("small"'s), the other 10 ("big"'s among them).
+    long = [("big-reader", f"other{i}") for i in range(8)]
+    pairs = [("small-reader", "mine"), ("small-reader", "small"), ("big-reader", "mine")]
+    pairs += [("big-reader", "big"), *long]
+    walk = CoSaves(pairs, beta=0.0, alpha=1.0).scores(["mine"], ["small", "big"])
+    softened = CoSaves(pairs, beta=0.0, alpha=0.5).scores(["mine"], ["small", "big"])
+    # A plain walk splits each reader's share over their library: 1/2 against 1/10, 5 times.
+    assert walk[0] / walk[1] == pytest.approx(5)
+    assert softened[0] / softened[1] == pytest.approx(5**0.5)
+
+
 def test_the_same_save_twice_counts_once_and_no_saves_is_empty():
     assert len(CoSaves([("r", "p"), ("r", "p")])) == 1
     empty = CoSaves([])

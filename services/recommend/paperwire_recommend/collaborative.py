@@ -3,14 +3,16 @@
 A user's library is what they chose or kept: seed papers, likes and saves. A random walk goes from
 one of the user's papers to a reader who saved it, then to another paper that reader saved; a
 paper's score is the probability of ending on it, divided by its number of savers to the power
-``BETA`` so that papers everyone saves do not win every list (Paudel et al., "Updatable, accurate,
-diverse, and scalable recommendations for interactive applications", 2016).
+``BETA`` so that papers everyone saves do not win every list, each step's probability raised to
+``ALPHA`` (Paudel et al., "Updatable, accurate, diverse, and scalable recommendations for
+interactive applications", 2016).
 
-On CiteULike-a (development split, warm protocol, 300 users) RP3beta alone scored Recall@50 0.326
-and nDCG@10 0.165 with ``BETA`` 0.3 (0.301 and 0.140 with 0.5, 0.329 and 0.172 with 0.2), and item
-cosine 0.316 and 0.135; blended with content (ranking.COLLABORATIVE_WEIGHT) it adds ~0.10 Recall@50.
-EASE (a 17k × 17k inverse, 6 minutes here) blended no better (0.428 vs 0.423), and cannot be kept
-fresh at 100k papers: this walk needs no training, only two sparse products per request.
+On CiteULike-a (development split, warm protocol, 300 users) RP3beta alone (alpha 1, the plain
+walk) scored Recall@50 0.326 and nDCG@10 0.165 with ``BETA`` 0.3 (0.301 and 0.140 with 0.5, 0.329
+and 0.172 with 0.2), and item cosine 0.316 and 0.135; blended with content
+(ranking.COLLABORATIVE_WEIGHT) it adds ~0.10 Recall@50. EASE (a 17k × 17k inverse, 6 minutes
+here) blended no better (0.428 vs 0.423), and cannot be kept fresh at 100k papers: this walk needs
+no training, only two sparse products per request.
 
 A brand-new paper has no savers, so the walk cannot reach it. ``carried`` takes the walk to it
 through content: a new paper scores what the walk gave the ``NEIGHBOURS`` saved papers most like
@@ -36,6 +38,15 @@ import numpy as np
 import scipy.sparse as sp  # type: ignore[import-untyped]
 
 BETA = 0.3
+# RP3beta's alpha: each step's probability raised to this power. Below 1, a reader with a long
+# library passes on more than 1/(library size) to each of their papers: a specialist's 200-paper
+# library says as much as a student's 10. Development split (warm, 300 users, seeds 1, 2, 3):
+# Recall@50 0.427 / 0.422 / 0.421 at 1.0, 0.432 / 0.433 / 0.429 at 0.6 (0.5-0.7 within 0.005 of
+# it; 1.15 worse: 0.418 on seed 1). Carried to new papers (``carried``), the same walk at 0.6 cost
+# cold nDCG@10 0.002 on seeds 1 and 2 (0.310 to 0.308, 0.282 to 0.280), so carrying keeps 1.0:
+# cold unchanged, warm 0.432 / 0.431 on seeds 1 and 2.
+ALPHA = 0.6
+CARRIED_ALPHA = 1.0
 # A new paper's nearest saved papers, and how sharply the nearest dominate (cosine units). K 20-200
 # and temperatures 0.03-0.1 were all within 0.005 Recall@50 on the development split.
 NEIGHBOURS = 20
@@ -52,7 +63,9 @@ _BLOCK = 256
 class CoSaves:
     """Built once from (reader, paper) pairs; answers for any set of positives and candidates."""
 
-    def __init__(self, pairs: Iterable[tuple[str, str]], beta: float = BETA) -> None:
+    def __init__(
+        self, pairs: Iterable[tuple[str, str]], beta: float = BETA, alpha: float = ALPHA
+    ) -> None:
         readers: dict[str, int] = {}
         papers: dict[str, int] = {}
         rows, cols = [], []
@@ -68,9 +81,14 @@ class CoSaves:
         saves = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
         per_reader = np.asarray(saves.sum(axis=1)).ravel()
         self.savers = np.asarray(saves.sum(axis=0)).ravel()
-        # paper -> reader (uniform over its savers), reader -> paper (uniform over their saves)
-        self._to_readers = sp.diags(1 / np.maximum(self.savers, 1)) @ saves.T.tocsr()
-        self._to_papers = (sp.diags(1 / np.maximum(per_reader, 1)) @ saves).tocsr()
+        self.alpha = alpha
+        # paper -> reader (uniform over its savers), reader -> paper (uniform over their saves),
+        # each probability raised to the walk's alpha when it walks
+        self._readers_of = saves.T.tocsr()
+        self._saves = saves
+        self._library_sizes = np.maximum(per_reader, 1)
+        # reader -> paper weights for the two alphas in use, computed once
+        self._per_reader = {a: self._library_sizes**-a for a in {alpha, CARRIED_ALPHA}}
         self._penalty = np.maximum(self.savers, 1) ** -beta
         self._nearest: Nearest | None = None
         # Nearest's rows (its ids list) and their columns here, extended as it grows
@@ -84,13 +102,19 @@ class CoSaves:
     def __len__(self) -> int:
         return len(self.papers)
 
-    def walk(self, positives: Sequence[str]) -> np.ndarray:
-        """Score of every known paper (in ``self.ids`` order) from the user's positives."""
+    def walk(self, positives: Sequence[str], alpha: float | None = None) -> np.ndarray:
+        """Score of every known paper (in ``self.ids`` order) from the user's positives, with
+        ``alpha`` (default: this build's)."""
+        alpha = self.alpha if alpha is None else alpha
         rows = [self.papers[p] for p in positives if p in self.papers]
         if not rows:
             return np.zeros(len(self.papers))
-        readers = np.asarray(self._to_readers[rows].sum(axis=0)).ravel()
-        reached = self._to_papers.T @ readers
+        to_readers = np.maximum(self.savers[rows], 1) ** -alpha
+        readers = self._readers_of[rows].T @ to_readers
+        per_reader = self._per_reader.get(alpha)
+        if per_reader is None:
+            per_reader = self._library_sizes**-alpha
+        reached = self._saves.T @ (readers * per_reader)
         return reached * self._penalty
 
     def scores(self, positives: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
@@ -109,9 +133,9 @@ class CoSaves:
         evidence: np.ndarray | None = None,
         k: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per candidate (unit ``vectors`` rows): the walk carried to it from its nearest saved papers,
-        and its crowding (mean cosine to them); NaN for a candidate with savers of its own. None
-        without attached vectors or with too few saved papers.
+        """Per candidate (unit ``vectors`` rows): the walk (at ``CARRIED_ALPHA``) carried to it
+        from its nearest saved papers, and its crowding (mean cosine to them); NaN for a candidate
+        with savers of its own. None without attached vectors or with too few saved papers.
 
         With ``evidence`` (unit vectors of the user's evidence, rows) and ``k`` (the papers to be
         shown), only the ``SHORTLIST_PER_PAPER`` × ``k`` candidates without savers closest to any
@@ -121,7 +145,7 @@ class CoSaves:
         """
         if self._nearest is None or len(self._nearest) <= NEIGHBOURS:
             return None
-        walked = self.walk(positives)
+        walked = self.walk(positives, CARRIED_ALPHA)
         for p in positives:  # the walk comes back to where it started: that is not news
             if p in self.papers:
                 walked[self.papers[p]] = 0
