@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as edge
 from qdrant_client import QdrantClient
 
 from paperwire.stack import free_port
+from paperwire_shared import vectors
 from paperwire_shared.vectors import (
     QdrantEdgeStore,
     QdrantServerStore,
@@ -288,6 +290,62 @@ def test_a_new_edge_shard_keeps_payloads_in_memory(tmp_path: Path) -> None:
         store.close()
     (config,) = tmp_path.rglob("edge_config.json")
     assert json.loads(config.read_text())["payload_memory"] == "cached"
+
+
+def edge_info(store: QdrantEdgeStore) -> edge.ShardInfo:
+    shard = store._live()
+    assert shard is not None
+    return shard.info()
+
+
+def test_a_new_edge_shard_indexes_full_segments_as_int8_and_still_finds_the_exact_nearest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Thresholds of a few hundred 16-d papers instead of thousands of 384-d ones.
+    monkeypatch.setattr(vectors, "EDGE_INDEX_AFTER_KB", 8)
+    monkeypatch.setattr(vectors, "EDGE_SEGMENT_KB", 32)
+    found = unit_vectors(2_000)
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        for start in range(0, len(found), 100):  # as embed writes: batch after batch
+            store.upsert(papers(found)[start : start + 100])
+        info = edge_info(store)
+        assert info.segments_count > 2  # segments kept small: optimize() holds the process
+        assert info.indexed_vectors_count >= 1_800
+        rng = np.random.default_rng(1)
+        for row in rng.choice(len(found), 20, replace=False):
+            query = found[row] + 0.5 * unit_vectors(1, seed=int(row))[0]
+            query /= np.linalg.norm(query)
+            excluded = {f"p{i}" for i in rng.choice(len(found), 50, replace=False)}
+            exact = [f"p{i}" for i in np.argsort(-(found @ query)) if f"p{i}" not in excluded]
+            hits = store.search(query, 20, exclude=excluded)
+            assert [h.paper_id for h in hits] == exact[:20]
+    finally:
+        store.close()
+
+
+def test_an_edge_shard_created_without_the_int8_index_is_never_optimized(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # optimize() would build such a shard the default HNSW graph: minutes at 100k papers.
+    shard = edge.EdgeShard.create(
+        str(tmp_path / "papers"),
+        edge.EdgeConfig(
+            vectors=edge.EdgeVectorParams(size=DIM, distance=edge.Distance.Cosine),
+            optimizers=edge.EdgeOptimizersConfig(indexing_threshold=8),
+        ),
+    )
+    shard.close()
+    found = unit_vectors(1_000)
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        for start in range(0, len(found), 100):
+            store.upsert(papers(found)[start : start + 100])
+        assert edge_info(store).indexed_vectors_count == 0
+        hits = store.search(found[3], 5)
+        assert hits[0].paper_id == "p3"
+    finally:
+        store.close()
 
 
 def test_open_vector_store_uses_edge_on_disk_without_a_url(tmp_path: Path) -> None:
