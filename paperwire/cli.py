@@ -209,6 +209,37 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(status.as_json(found) if args.json else status.render(found))
 
 
+def cmd_reindex(args: argparse.Namespace) -> None:
+    from paperwire_shared.vectors import COLLECTION, QdrantEdgeStore, VectorDirInUse
+
+    if os.environ.get("QDRANT_URL"):
+        raise CliError(
+            "QDRANT_URL is set: a Qdrant server keeps its own index; reindex is for the embedded Qdrant Edge"
+        )
+    path = args.data_dir / "qdrant"
+    if not (path / COLLECTION).exists():
+        raise CliError(f"no Qdrant Edge shard in {path}: nothing to rebuild")
+    try:
+        store = QdrantEdgeStore(path)
+    except VectorDirInUse:
+        raise CliError(
+            f"{path} is open in a running paperwire: stop it first, then run reindex again"
+        ) from None
+
+    def progress(copied: int, total: int) -> None:
+        print(f"\r  copied {copied}/{total} papers", end="", file=sys.stderr, flush=True)
+
+    try:
+        copied = store.rebuild(progress)
+    finally:
+        store.close()
+    if copied:
+        print(file=sys.stderr)
+        print(f"rebuilt {path} with the int8 index: {copied} papers, nothing embedded again")
+    else:
+        print(f"{path} needs no rebuild: it has the int8 index, or no papers")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     try:
         from paperwire_recommend import evaluation
@@ -324,6 +355,15 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo: sample papers in, a digest in the outbox")
     demo.add_argument("--port", type=int, default=8000)
     demo.set_defaults(func=cmd_demo)
+
+    reindex = sub.add_parser(
+        "reindex",
+        help="rebuild the embedded Qdrant Edge shard with the int8 index (paperwire stopped)",
+        description="Copy a Qdrant Edge shard created before the int8 index (see bench/README.md) "
+        "into one that has it, vectors and payloads as stored: nothing is embedded again "
+        "(~45 s per 100k papers). Run it while paperwire is stopped.",
+    )
+    reindex.set_defaults(func=cmd_reindex)
 
     evaluate = sub.add_parser(
         "eval",

@@ -10,9 +10,11 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import logging
+import shutil
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 import qdrant_edge as edge
 from qdrant_client import QdrantClient, models
+
+log = logging.getLogger(__name__)
 
 COLLECTION = "papers"
 # Point ids are derived from the stable paper id, so re-upserting a paper overwrites it.
@@ -162,6 +166,49 @@ def _server_since(since: float) -> models.Filter:
 def _edge_since(since: float) -> edge.Filter:
     """Papers embedded at or after ``since`` (unix seconds), for Qdrant Edge."""
     return edge.Filter(must=[edge.FieldCondition("embedded_at", range=edge.RangeFloat(gte=since))])
+
+
+# ``QdrantEdgeStore.rebuild``: the new shard is built beside the old one, which is moved aside
+# while they swap places.
+_BUILDING = ".rebuilding"
+_REPLACED = ".replaced"
+
+
+def _new_edge_shard(shard_dir: Path, size: int) -> edge.EdgeShard:
+    """An empty shard with this version's config (see ``EDGE_INDEX_AFTER_KB``) and indexes."""
+    config = edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine),
+        # Payloads in memory: a search's 200 payloads read from Edge's default (mmap, cold)
+        # took ~25 ms at 100k papers, ~4 ms cached (bench/README.md).
+        payload_memory=edge.Memory.Cached,
+        quantization_config=edge.ScalarQuantizationConfig(
+            edge.ScalarType.Int8, quantile=0.99, always_ram=True
+        ),
+        hnsw_config=edge.HnswIndexConfig(
+            m=0, ef_construct=100, full_scan_threshold=10, payload_m=0
+        ),
+        optimizers=edge.EdgeOptimizersConfig(
+            indexing_threshold=EDGE_INDEX_AFTER_KB, max_segment_size=EDGE_SEGMENT_KB
+        ),
+    )
+    shard = edge.EdgeShard.create(str(shard_dir), config)
+    for name in _KEYWORD_FIELDS:
+        shard.update(edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Keyword))
+    for name in _FLOAT_FIELDS:
+        shard.update(edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Float))
+    return shard
+
+
+def _restore(shard_dir: Path) -> None:
+    """Finish a ``rebuild`` that stopped in its swap: stopped between the two renames, the old
+    shard, moved aside, goes back (the next rebuild builds the new one again); stopped after
+    them, the old shard is removed."""
+    replaced = shard_dir.with_name(shard_dir.name + _REPLACED)
+    if replaced.exists():
+        if shard_dir.exists():  # the new shard is in place: only the old one's removal was left
+            shutil.rmtree(replaced)
+        else:
+            replaced.rename(shard_dir)
 
 
 def _has_int8_index(shard_dir: Path) -> bool:
@@ -333,6 +380,7 @@ class QdrantEdgeStore:
         self._closed = False
         self._shard: edge.EdgeShard | None
         try:
+            _restore(self._dir)
             self._shard = edge.EdgeShard.load(str(self._dir)) if self._dir.exists() else None
         except Exception:
             self._lock_file.close()
@@ -340,6 +388,13 @@ class QdrantEdgeStore:
         # A shard created before the int8 index stays as it was: optimize() would build it the
         # default HNSW graph, for minutes, holding the process.
         self._indexed = self._shard is not None and _has_int8_index(self._dir)
+        if self._shard is not None and not self._indexed:
+            log.warning(
+                "the Qdrant Edge shard in %s has no int8 index: each search scans every vector "
+                "(~3x slower at 100k papers); with paperwire stopped, `paperwire reindex` "
+                "rebuilds it (~45 s per 100k papers, nothing embedded again)",
+                path,
+            )
 
     def _live(self) -> edge.EdgeShard | None:
         if self._closed:
@@ -349,35 +404,56 @@ class QdrantEdgeStore:
     def _create(self, size: int) -> edge.EdgeShard:
         with self._create_lock:  # two threads' first upserts must not both create
             if self._shard is None:
-                config = edge.EdgeConfig(
-                    vectors=edge.EdgeVectorParams(size=size, distance=edge.Distance.Cosine),
-                    # Payloads in memory: a search's 200 payloads read from Edge's default
-                    # (mmap, cold) took ~25 ms at 100k papers, ~4 ms cached (bench/README.md).
-                    payload_memory=edge.Memory.Cached,
-                    quantization_config=edge.ScalarQuantizationConfig(
-                        edge.ScalarType.Int8, quantile=0.99, always_ram=True
-                    ),
-                    hnsw_config=edge.HnswIndexConfig(
-                        m=0, ef_construct=100, full_scan_threshold=10, payload_m=0
-                    ),
-                    optimizers=edge.EdgeOptimizersConfig(
-                        indexing_threshold=EDGE_INDEX_AFTER_KB, max_segment_size=EDGE_SEGMENT_KB
-                    ),
-                )
-                shard = edge.EdgeShard.create(str(self._dir), config)
-                for name in _KEYWORD_FIELDS:
-                    shard.update(
-                        edge.UpdateOperation.create_field_index(
-                            name, edge.PayloadSchemaType.Keyword
-                        )
-                    )
-                for name in _FLOAT_FIELDS:
-                    shard.update(
-                        edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Float)
-                    )
-                self._shard = shard
+                self._shard = _new_edge_shard(self._dir, size)
                 self._indexed = True
             return self._shard
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Copy a shard created before the int8 index into a new one that has it, vectors and
+        payloads as stored (nothing is embedded again), and put it in the old one's place.
+        Returns the papers copied (0: nothing to do). ``progress(copied, total)`` after each page.
+
+        The old shard stays whole until the new one is complete; a crash between the two renames
+        at the end is undone when the store next opens (``_restore``).
+        """
+        old = self._live()
+        if old is None or self._indexed:
+            return 0
+        total = old.count(edge.CountRequest(exact=True))
+        building = self._dir.with_name(COLLECTION + _BUILDING)
+        shutil.rmtree(building, ignore_errors=True)  # a rebuild that was interrupted
+        new: edge.EdgeShard | None = None
+        copied, offset = 0, None
+        while True:
+            records, offset = old.scroll(
+                edge.ScrollRequest(offset=offset, limit=PAGE, with_payload=True, with_vector=True)
+            )
+            found = [(r, _as_list(r.vector)) for r in records if r.vector is not None]
+            if found:
+                if new is None:
+                    new = _new_edge_shard(building, len(found[0][1]))
+                points = [edge.Point(r.id, vector, r.payload) for r, vector in found]
+                new.update(edge.UpdateOperation.upsert_points(points))
+                new.optimize()
+                copied += len(points)
+                if progress:
+                    progress(copied, total)
+            if offset is None:
+                break
+        if new is None:
+            return 0
+        new.flush()
+        new.close()
+        old.flush()
+        old.close()
+        self._shard = None
+        replaced = self._dir.with_name(COLLECTION + _REPLACED)
+        self._dir.rename(replaced)
+        building.rename(self._dir)
+        shutil.rmtree(replaced)
+        self._shard = edge.EdgeShard.load(str(self._dir))
+        self._indexed = True
+        return copied
 
     def upsert(self, papers: Sequence[StoredPaper]) -> None:
         if not papers:

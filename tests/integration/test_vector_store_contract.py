@@ -16,6 +16,7 @@ import pytest
 import qdrant_edge as edge
 from qdrant_client import QdrantClient
 
+from paperwire.cli import main
 from paperwire.stack import free_port
 from paperwire_shared import vectors
 from paperwire_shared.vectors import (
@@ -25,6 +26,7 @@ from paperwire_shared.vectors import (
     VectorDirInUse,
     VectorStore,
     open_vector_store,
+    point_id,
 )
 
 # Local mode warns that payload indexes do nothing there; a server uses them.
@@ -346,6 +348,107 @@ def test_an_edge_shard_created_without_the_int8_index_is_never_optimized(
         assert hits[0].paper_id == "p3"
     finally:
         store.close()
+
+
+def old_edge_shard(path: Path, found: np.ndarray) -> None:
+    """A shard as paperwire created it before the int8 index, holding ``found`` as ``papers``."""
+    shard = edge.EdgeShard.create(
+        str(path / "papers"),
+        edge.EdgeConfig(vectors=edge.EdgeVectorParams(size=DIM, distance=edge.Distance.Cosine)),
+    )
+    shard.update(
+        edge.UpdateOperation.upsert_points(
+            [
+                edge.Point(
+                    point_id(p.paper_id), p.vector.tolist(), {**p.payload, "paper_id": p.paper_id}
+                )
+                for p in papers(found)
+                if p.vector is not None
+            ]
+        )
+    )
+    shard.close()
+
+
+def test_rebuilding_an_old_edge_shard_gives_it_the_int8_index_and_keeps_every_paper_as_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vectors, "EDGE_INDEX_AFTER_KB", 8)
+    monkeypatch.setattr(vectors, "EDGE_SEGMENT_KB", 32)
+    monkeypatch.setattr(vectors, "PAGE", 300)
+    found = unit_vectors(1_000)
+    old_edge_shard(tmp_path, found)
+    ids = [f"p{i}" for i in range(len(found))]
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        before = store.get(ids, with_vectors=True)
+        searched = [h.paper_id for h in store.search(found[7], 20)]
+        seen: list[tuple[int, int]] = []
+        assert store.rebuild(lambda copied, total: seen.append((copied, total))) == 1_000
+        assert seen == [(300, 1_000), (600, 1_000), (900, 1_000), (1_000, 1_000)]
+        assert edge_info(store).indexed_vectors_count > 0
+        after = store.get(ids, with_vectors=True)
+        assert [p.payload for p in after] == [p.payload for p in before]
+        for old, new in zip(before, after, strict=True):
+            np.testing.assert_array_equal(old.vector, new.vector)
+        assert [h.paper_id for h in store.search(found[7], 20)] == searched
+        assert store.rebuild() == 0  # already rebuilt
+    finally:
+        store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "papers"]
+    reopened = QdrantEdgeStore(tmp_path)
+    try:
+        assert reopened.count() == 1_000
+        assert edge_info(reopened).indexed_vectors_count > 0
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("stopped_after", ["first rename", "second rename"])
+def test_a_rebuild_stopped_in_its_swap_is_finished_when_the_store_next_opens(
+    tmp_path: Path, stopped_after: str
+) -> None:
+    found = unit_vectors(50)
+    old_edge_shard(tmp_path, found)
+    (tmp_path / "papers").rename(tmp_path / "papers.replaced")
+    if stopped_after == "second rename":  # the new shard is in place; the old one lingers
+        old_edge_shard(tmp_path, found[:10])
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        assert store.count() == (50 if stopped_after == "first rename" else 10)
+    finally:
+        store.close()
+    assert not (tmp_path / "papers.replaced").exists()
+
+
+def test_paperwire_reindex_rebuilds_the_shard_and_refuses_while_it_is_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_edge_shard(tmp_path / "qdrant", unit_vectors(30))
+    store = QdrantEdgeStore(tmp_path / "qdrant")
+    try:
+        with pytest.raises(SystemExit) as refused:
+            main(["--data-dir", str(tmp_path), "reindex"])
+        assert refused.value.code == 2
+        assert "stop it first" in capsys.readouterr().err
+    finally:
+        store.close()
+    main(["--data-dir", str(tmp_path), "reindex"])
+    printed = capsys.readouterr()
+    assert "rebuilt" in printed.out and "30 papers" in printed.out
+    assert "copied 30/30 papers" in printed.err
+    main(["--data-dir", str(tmp_path), "reindex"])
+    assert "needs no rebuild" in capsys.readouterr().out
+
+
+def test_paperwire_reindex_explains_that_a_qdrant_server_needs_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QDRANT_URL", "http://qdrant:6333")
+    with pytest.raises(SystemExit) as refused:
+        main(["--data-dir", str(tmp_path), "reindex"])
+    assert refused.value.code == 2
+    assert "Qdrant server keeps its own index" in capsys.readouterr().err
 
 
 def test_open_vector_store_uses_edge_on_disk_without_a_url(tmp_path: Path) -> None:
