@@ -87,8 +87,6 @@ class CoSaves:
         self._readers_of = saves.T.tocsr()
         self._saves = saves
         self._library_sizes = np.maximum(per_reader, 1)
-        # reader -> paper weights for the two alphas in use, computed once
-        self._per_reader = {a: self._library_sizes**-a for a in {alpha, CARRIED_ALPHA}}
         self._penalty = np.maximum(self.savers, 1) ** -beta
         self._nearest: Nearest | None = None
         # Nearest's rows (its ids list) and their columns here, extended as it grows
@@ -111,10 +109,7 @@ class CoSaves:
             return np.zeros(len(self.papers))
         to_readers = np.maximum(self.savers[rows], 1) ** -alpha
         readers = self._readers_of[rows].T @ to_readers
-        per_reader = self._per_reader.get(alpha)
-        if per_reader is None:
-            per_reader = self._library_sizes**-alpha
-        reached = self._saves.T @ (readers * per_reader)
+        reached = self._saves.T @ (readers * self._library_sizes**-alpha)
         return reached * self._penalty
 
     def scores(self, positives: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
