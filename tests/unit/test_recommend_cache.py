@@ -52,14 +52,16 @@ async def test_a_stale_model_keeps_serving_while_one_rebuild_runs():
     assert len(builds) == 2
 
 
-def co_saving_service(tmp_path, embedded_at: float) -> tuple[Recommender, QdrantEdgeStore]:
+def co_saving_service(
+    tmp_path, embedded_at: float, vector_store: type[QdrantEdgeStore] = QdrantEdgeStore
+) -> tuple[Recommender, QdrantEdgeStore]:
     """recommend over 26 papers on two topics, 24 of them saved; readers of "mine" saved the
     "lora-*" ones, and "new" (a LoRA paper) has no savers."""
     encoder = HashingEncoder()
     titles = {f"lora-{i}": f"low-rank adapters LoRA variant {i}" for i in range(12)}
     titles |= {f"nerf-{i}": f"neural radiance fields scene {i}" for i in range(12)}
     titles |= {"mine": "parameter-efficient fine-tuning", "new": "low-rank adapters LoRA new"}
-    vectors = QdrantEdgeStore(tmp_path / "qdrant")
+    vectors = vector_store(tmp_path / "qdrant")
     vectors.upsert(stored_papers(titles, encoder, at=embedded_at))
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     now = datetime.now(UTC)
@@ -98,6 +100,34 @@ async def test_new_papers_nearest_saved_papers_are_found_before_any_request_need
             break
         await asyncio.sleep(0.02)
     assert recommender.nearest.known("new")
+    await recommender.close()
+    vectors.close()
+
+
+class GetRecording(QdrantEdgeStore):
+    """The real Edge store, noting which papers each ``get`` asked vectors for."""
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self.asked: list[tuple[list[str], bool]] = []
+
+    def get(self, paper_ids: Any, *, with_vectors: bool = False) -> Any:
+        self.asked.append((list(paper_ids), with_vectors))
+        return super().get(paper_ids, with_vectors=with_vectors)
+
+
+async def test_saved_papers_vectors_come_from_memory_and_only_the_rest_from_the_store(tmp_path):
+    recommender, vectors = co_saving_service(tmp_path, embedded_at=1.0, vector_store=GetRecording)
+    assert isinstance(vectors, GetRecording)
+    await recommender.cosaves()  # holds the saved papers' vectors
+    vectors.asked.clear()
+    found = recommender._papers(["new", "lora-1", "nerf-2", "missing"])
+    assert [p.paper_id for p in found] == ["new", "lora-1", "nerf-2"]
+    expected = {p.paper_id: p for p in vectors.get(["new", "lora-1", "nerf-2"], with_vectors=True)}
+    for paper in found:
+        assert np.allclose(paper.vector, expected[paper.paper_id].vector)
+        assert paper.payload == expected[paper.paper_id].payload
+    assert vectors.asked[:2] == [(["lora-1", "nerf-2"], False), (["new", "missing"], True)]
     await recommender.close()
     vectors.close()
 
@@ -200,3 +230,4 @@ async def test_the_api_ranks_its_candidates_among_a_sample_of_all_papers_and_sho
     assert not {r.paper_id for r in alone} <= vectors.searched
     await recommender.close()
     vectors.close()
+

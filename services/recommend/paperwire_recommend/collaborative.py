@@ -200,10 +200,11 @@ class _Saved:
     matrix: np.ndarray
     gone: np.ndarray
     found: dict[str, _Found]
+    rows: dict[str, int]  # saved paper -> its live row
 
     @classmethod
     def empty(cls) -> _Saved:
-        return cls([], np.zeros((0, 0), np.float32), np.zeros(0, bool), {})
+        return cls([], np.zeros((0, 0), np.float32), np.zeros(0, bool), {}, {})
 
 
 class Neighbours(NamedTuple):
@@ -227,20 +228,26 @@ class Nearest:
     def __init__(self) -> None:
         self.fresh_starts = 0  # times everything found was dropped (too many rows gone)
         self._saved = _Saved.empty()
-        self._rows: dict[str, int] = {}  # saved paper -> its live row
         self._sync = threading.Lock()
 
     def __len__(self) -> int:
         """The saved papers (live rows)."""
-        return len(self._rows)
+        return len(self._saved.rows)
+
+    def vectors(self, papers: Iterable[str]) -> dict[str, np.ndarray]:
+        """The unit vectors of those of ``papers`` saved now, as at the last ``sync`` (a paper
+        embedded again since keeps its old vector until the next one)."""
+        saved = self._saved
+        rows = saved.rows
+        return {p: saved.matrix[rows[p]] for p in papers if p in rows}
 
     def sync(self, vectors: Mapping[str, np.ndarray]) -> None:
         """Make the saved papers exactly ``vectors`` (paper id -> unit vector)."""
         with self._sync:
             saved = self._saved
             gone = saved.gone.copy()
-            rows = dict(self._rows)
-            for paper, row in self._rows.items():
+            rows = dict(saved.rows)
+            for paper, row in saved.rows.items():
                 vector = vectors.get(paper)
                 if vector is None or not np.array_equal(saved.matrix[row], vector):
                     gone[row] = True
@@ -250,7 +257,7 @@ class Nearest:
                 gone = saved.gone
                 self.fresh_starts += 1
             added = [p for p in vectors if p not in rows]
-            if not added and len(rows) == len(self._rows) and saved is self._saved:
+            if not added and len(rows) == len(self._saved.rows) and saved is self._saved:
                 return
             matrix = saved.matrix
             if added:
@@ -260,8 +267,7 @@ class Nearest:
                 for paper in added:
                     rows[paper] = len(saved.ids)
                     saved.ids.append(paper)
-            self._rows = rows
-            self._saved = _Saved(saved.ids, matrix, gone, saved.found)
+            self._saved = _Saved(saved.ids, matrix, gone, saved.found, rows)
 
     def papers_found(self) -> int:
         """Papers whose neighbours were found (some perhaps among fewer saved papers than now)."""
