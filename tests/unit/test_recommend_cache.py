@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from faststream.redis import RedisBroker, TestRedisBroker
+from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
 
 from paperwire_recommend import recommender as recommender_module
 from paperwire_recommend.config import Settings
@@ -18,7 +20,7 @@ from paperwire_recommend.store import Interest, Store
 from paperwire_shared.events import FeedbackRecorded
 from paperwire_shared.vectors import QdrantEdgeStore
 from tests.fakes import HashingEncoder, LocalTextEncoder
-from tests.support.recommend import stored_papers
+from tests.support.recommend import recommend_app, stored_papers
 
 
 async def test_concurrent_first_requests_share_one_build():
@@ -231,3 +233,21 @@ async def test_the_api_ranks_its_candidates_among_a_sample_of_all_papers_and_sho
     await recommender.close()
     vectors.close()
 
+
+def blas_threads() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+async def test_while_recommend_runs_numpy_multiplies_on_one_thread_then_as_before(tmp_path):
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a machine with 2 cores or more
+        before = blas_threads()
+        assert before and set(before) == {2}
+        vectors = QdrantEdgeStore(tmp_path / "qdrant")
+        store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+        broker = RedisBroker()
+        app = recommend_app(tmp_path, broker=broker, store=store, vectors=vectors)
+        async with TestRedisBroker(broker), app.router.lifespan_context(app):
+            assert set(blas_threads()) == {1}
+        assert blas_threads() == before
+        vectors.close()
+        store.close()

@@ -13,6 +13,7 @@ from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator import Instrumentator
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from paperwire_recommend import api, auth, handlers, web
 from paperwire_recommend.config import Settings
@@ -98,10 +99,16 @@ def create_app(
         # which showed as the slowest first requests (bench/README.md); after this, ~4 ms.
         gc.collect()
         gc.freeze()
+        # One thread per matrix product: requests run side by side in threads already, and the
+        # products of one request are small. With numpy's default (a thread per core), OpenBLAS's
+        # threads spun on the other core after each product: a 200-paper library's request took
+        # ~110 ms of CPU for ~55 ms of wall time, ~60 ms with one (bench/README.md).
+        blas = threadpool_limits(limits=settings.blas_threads, user_api="blas")
         task = asyncio.create_task(scheduler.run()) if run_scheduler else None
         try:
             yield
         finally:
+            blas.restore_original_limits()
             await stop_task(task)
             await recommender.close()
             await broker.stop()

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     answer_max_age_seconds: float = Field(default=600, ge=0)
     # Papers sampled from the vector store to fit the whitened space (384 dims need ~800+).
     space_sample: int = Field(default=20_000, ge=1)
+    # Threads numpy's BLAS may use for one matrix product (see app.py).
+    blas_threads: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _no_placeholder_secret(self) -> Settings:
