@@ -102,7 +102,7 @@ def create_app(
         # One thread per matrix product: requests run side by side in threads already, and the
         # products of one request are small. With numpy's default (a thread per core), OpenBLAS's
         # threads spun on the other core after each product: a 200-paper library's request took
-        # ~110 ms of CPU for ~55 ms of wall time, ~60 ms with one (bench/README.md).
+        # ~100-107 ms of CPU for ~52-57 ms of wall time, ~55 ms with one (bench/README.md).
         blas = threadpool_limits(limits=settings.blas_threads, user_api="blas")
         task = asyncio.create_task(scheduler.run()) if run_scheduler else None
         try:
