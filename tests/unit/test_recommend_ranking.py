@@ -105,9 +105,9 @@ def test_terms_drop_stop_words_short_words_and_plurals():
     ],
 )
 def test_a_paper_uses_a_term_exactly_when_its_terms_hold_it(text):
-    assert set(words_of(text)) == set(re.findall("[a-z0-9]+", text.lower()))
+    assert set(words_of(text).tolist()) == set(map(hash, re.findall("[a-z0-9]+", text.lower())))
     asked = "adapter class clas bias gas bus lens model splat gaussian language fast lora"
-    _, [matched] = lexical_scores([Evidence("a", unit(1, 0, 0), text=asked)], [text])
+    _, [matched] = lexical_scores([Evidence("a", unit(1, 0, 0), text=asked)], [words_of(text)])
     assert matched is not None
     assert set(matched.of(0)) == terms(asked) & terms(text)
 
@@ -121,7 +121,7 @@ def test_word_scores_are_the_idf_share_of_an_interests_terms_a_paper_holds():
     ]
     asked = "adapter class bias gas bus lens model splat gaussian language lora"
     evidence = [Evidence("a", unit(1, 0, 0), text=asked), Evidence("b", unit(0, 1, 0))]
-    scores, matched = lexical_scores(evidence, texts)
+    scores, matched = lexical_scores(evidence, [words_of(t) for t in texts])
     held = [terms(t) for t in texts]
     idf = {t: math.log(5 / (sum(t in h for h in held) + 1)) + 1e-6 for t in terms(asked)}
     for col, h in enumerate(held):
@@ -136,5 +136,7 @@ def test_the_words_cache_keeps_the_latest_texts_up_to_its_size(monkeypatch):
     monkeypatch.setattr(ranking, "WORDS_CACHED", 3)
     monkeypatch.setattr(ranking, "_WORDS", {})
     for i in range(5):
-        assert set(words_of(f"text number {i}")) == {"text", "number", str(i)}
+        assert set(words_of(f"text number {i}").tolist()) == set(
+            map(hash, ["text", "number", str(i)])
+        )
     assert list(ranking._WORDS) == ["text number 2", "text number 3", "text number 4"]

@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -273,31 +273,40 @@ class _Interest:
     extras: defaultdict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
 
 
-# The words of a text, as a dict of word -> None: a set with no references the garbage collector
-# has to follow, kept in a plain dict. Frozensets in an lru_cache made each full collection take
-# ~60 ms per 200k texts, which showed as ~200 ms stalls in requests while the cache filled
-# (bench/README.md); these take ~5 ms.
-Words = Mapping[str, None]
+# The words of a text: the hashes (Python's ``hash``, the same within one process; never stored)
+# of its distinct words, as an int64 array. An arXiv title and abstract's take ~1.1 KB where a
+# set of the words took ~10 KB, so recommend holds every stored paper's (``catalogue``), and no
+# object in it is one the garbage collector walks (frozensets in an lru_cache made each full
+# collection take ~60 ms per 200k texts, ~200 ms stalls in requests: bench/README.md).
+Words = np.ndarray
 _WORDS: dict[str, Words] = {}
 _WORDS_LOCK = threading.Lock()
-# An arXiv title and abstract's words take ~10 KB as a dict, its text (the key) ~1.4 KB more:
-# ~350 MB at most here. 200,000 texts, as before, let a long-running recommend grow by ~2.2 GB
-# (digests rank every day's papers, and nothing else evicts them).
+# Texts whose words are kept, first seen first out: digests rank the same day's papers for every
+# user, and ``paperwire eval`` the same corpus. ~2.5 KB each with the text (the key): ~75 MB.
 WORDS_CACHED = 30_000
 
 
-def words_of(text: str) -> Words:
-    """The lower-cased words of a paper's text. Cached (the first ``WORDS_CACHED`` texts seen are
-    kept first out): the same papers come back request after request, and splitting ~200
-    abstracts into terms took ~50 ms of a request (bench/README.md).
+def word_hashes(words: Iterable[str]) -> Words:
+    """The ``Words`` of these (distinct) words."""
+    distinct = set(words)
+    return np.fromiter(map(hash, distinct), np.int64, len(distinct))
+
+
+def text_words(text: str) -> Words:
+    """The lower-cased words of a paper's text (``Words``), not cached (``words_of`` is).
 
     The same words as ``_WORD`` finds in the lower-cased text, split by a byte table instead of the
     regular expression (1.5x faster): any other character, non-ASCII included, separates words.
     """
+    ascii_text = text.lower().encode("ascii", "replace").translate(_SEPARATE)
+    return word_hashes(ascii_text.decode("ascii").split())
+
+
+def words_of(text: str) -> Words:
+    """``text_words``, cached (``WORDS_CACHED``)."""
     words = _WORDS.get(text)
     if words is None:
-        ascii_text = text.lower().encode("ascii", "replace").translate(_SEPARATE)
-        words = dict.fromkeys(ascii_text.decode("ascii").split())
+        words = text_words(text)
         with _WORDS_LOCK:  # requests rank in threads
             while len(_WORDS) >= WORDS_CACHED:
                 del _WORDS[next(iter(_WORDS))]
@@ -305,20 +314,41 @@ def words_of(text: str) -> Words:
     return words
 
 
+def _found(docs: Sequence[Words], rows: Mapping[int, int], n: int) -> np.ndarray:
+    """An ``n`` × text boolean matrix: row ``rows[h]`` is set for each text holding word hash ``h``."""
+    found = np.zeros((n, len(docs)), bool)
+    if not rows or not docs:
+        return found
+    keys = np.fromiter(rows, np.int64, len(rows))
+    order = np.argsort(keys)
+    keys, values = keys[order], np.fromiter(rows.values(), np.intp, len(rows))[order]
+    flat = np.concatenate(docs)
+    at = np.minimum(np.searchsorted(keys, flat), len(keys) - 1)
+    hit = keys[at] == flat
+    cols = np.repeat(np.arange(len(docs)), np.fromiter(map(len, docs), np.intp, len(docs)))
+    found[values[at[hit]], cols[hit]] = True
+    return found
+
+
 def _used(docs: Sequence[Words], wanted: Sequence[str]) -> np.ndarray:
     """A term × text matrix: whether each text (its ``words_of``) uses each of ``wanted``, as it
     is or in the plural: the same as ``term in terms(text)``, without building each text's terms.
-    One set intersection per text (a pass over the texts per term cost ~4 ms of a request)."""
-    row: dict[str, int] = {}
+    One pass over all the texts' words (a pass over the texts per term cost ~4 ms of a request)."""
+    rows: dict[int, int] = {}
     for i, term in enumerate(wanted):
-        row[term] = i
+        rows[hash(term)] = i
         if len(term) >= 4:  # ``terms`` drops the plural 's' of words of five letters or more
-            row[term + "s"] = i
-    found = np.zeros((len(wanted), len(docs)), bool)
-    for col, words in enumerate(docs):
-        for word in row.keys() & words.keys():
-            found[row[word], col] = True
-    return found
+            rows[hash(term + "s")] = i
+    return _found(docs, rows, len(wanted))
+
+
+def _mentioning(docs: Sequence[Words], keyword: str) -> np.ndarray:
+    """Per text: whether it holds every word of ``keyword`` (whole words, ignoring case)."""
+    wanted = list(dict.fromkeys(_WORD.findall(keyword.lower())))
+    if not wanted:
+        return np.zeros(len(docs), bool)
+    found = _found(docs, {hash(w): i for i, w in enumerate(wanted)}, len(wanted))
+    return np.asarray(found.all(axis=0))
 
 
 @dataclass(frozen=True)
@@ -335,11 +365,10 @@ class Matches:
 
 
 def lexical_scores(
-    evidence: Sequence[Evidence], texts: Sequence[str]
+    evidence: Sequence[Evidence], docs: Sequence[Words]
 ) -> tuple[np.ndarray, list[Matches | None]]:
-    """Per evidence × paper: idf-weighted share of the evidence's terms in the paper, and which
-    (None for evidence without text, such as a library's papers)."""
-    docs = [words_of(t) for t in texts]
+    """Per evidence × paper (its ``words_of``): idf-weighted share of the evidence's terms in the
+    paper, and which (None for evidence without text, such as a library's papers)."""
     n = len(docs)
     scores = np.zeros((len(evidence), n), dtype=np.float32)
     matched: list[Matches | None] = [None] * len(evidence)
@@ -369,11 +398,6 @@ def _standardised(values: np.ndarray) -> np.ndarray:
     return np.where(known, (values - mean) / std, 0.0)
 
 
-def _mentions(text_words: Words, keyword: str) -> bool:
-    wanted = _WORD.findall(keyword.lower())
-    return bool(wanted) and all(w in text_words for w in wanted)
-
-
 def rank(
     evidence: Sequence[Evidence],
     paper_ids: Sequence[str],
@@ -381,6 +405,7 @@ def rank(
     *,
     k: int,
     texts: Sequence[str] | None = None,
+    words: Sequence[Words] | None = None,
     min_score: float = -1.0,
     exclude: frozenset[str] | set[str] = frozenset(),
     lexical_weight: float = LEXICAL_WEIGHT,
@@ -397,7 +422,8 @@ def rank(
     """The ``k`` best papers among ``paper_ids`` (rows of unit ``vectors``), best first.
 
     ``space``: whiten evidence, papers and dislikes before comparing (None: they already are, or
-    plain cosine). ``texts`` (title and abstract per paper) turn on word matching and keyword rules.
+    plain cosine). ``texts`` (title and abstract per paper) turn on word matching and keyword rules;
+    ``words``, each text's ``words_of``, where the caller holds them, stand for ``texts``.
     ``collaborative``: a co-save score per paper; ``carried`` and ``crowding``: co-saves carried to
     each paper from the saved papers most like it, and its mean cosine to them
     (``CoSaves.carried``). ``dislikes``: vectors of disliked papers (rows).
@@ -414,8 +440,12 @@ def rank(
     sims = ev @ papers.T  # evidence × papers
     matched = None
     lexical = None
-    if texts is not None and lexical_weight and any(e.text for e in evidence):
-        lexical, matched = lexical_scores(evidence, texts)
+    worded = lexical_weight and any(e.text for e in evidence)
+    keyworded = rules and any(r.include_keywords or r.exclude_keywords for r in rules.values())
+    if words is None and texts is not None and (worded or keyworded):
+        words = [words_of(t) for t in texts]
+    if words is not None and worded:
+        lexical, matched = lexical_scores(evidence, words)
         sims = sims + lexical_weight * lexical
     gate = None
     if min_score > -1.0:
@@ -452,8 +482,6 @@ def rank(
         penalty = DISLIKE_WEIGHT * np.maximum((disliked @ papers.T).max(axis=0), 0)
 
     blocked = np.fromiter((p in exclude for p in paper_ids), bool, n)
-    keyworded = rules and any(r.include_keywords or r.exclude_keywords for r in rules.values())
-    words = [words_of(t) for t in texts] if texts is not None and keyworded else None
     interests = []
     for name in dict.fromkeys(e.interest for e in evidence):
         rows = np.asarray([i for i, e in enumerate(evidence) if e.interest == name])
@@ -499,17 +527,20 @@ def _apply_rules(
     interest: _Interest,
     rule: Rules,
     spread: float,
-    words: list[Words] | None,
+    words: Sequence[Words] | None,
     facts: Facts | None,
 ) -> None:
     categories = facts.categories if facts is not None else None
     authors = facts.authors if facts is not None else None
     followed = {a.casefold() for a in rule.authors}
+    if words is not None:
+        excluded = [_mentioning(words, kw) for kw in rule.exclude_keywords]
+        included = [(kw, _mentioning(words, kw)) for kw in rule.include_keywords]
     for col in range(len(interest.score)):
         if words is not None:
-            if any(_mentions(words[col], kw) for kw in rule.exclude_keywords):
+            if any(mentions[col] for mentions in excluded):
                 interest.eligible[col] = False
-            hits = [kw for kw in rule.include_keywords if _mentions(words[col], kw)]
+            hits = [kw for kw, mentions in included if mentions[col]]
             if hits:
                 interest.score[col] += KEYWORD_BOOST * spread
                 interest.extras[col].append("mentions " + ", ".join(f'"{h}"' for h in hits[:3]))
