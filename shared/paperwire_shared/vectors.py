@@ -31,7 +31,7 @@ _POINT_NAMESPACE = uuid.UUID("6f1c8a52-3b7e-4c55-9a8e-2d0f4e1b7c90")
 # Looked up by value (paper_id) or range-filtered on every recommend query and catch-up scan.
 _KEYWORD_FIELDS = ("paper_id",)
 _FLOAT_FIELDS = ("embedded_at", "published_ts")
-# Papers per page of ``vectors_since``.
+# Papers per page of ``papers_since``.
 PAGE = 2_000
 
 # Qdrant Edge's index of a new shard: each full segment's vectors are also kept as int8 in memory
@@ -92,17 +92,21 @@ class VectorStore(Protocol):
         exclude: Collection[str] = (),
         published_since: float | None = None,
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
-        """The ``k`` nearest papers by cosine, best first, skipping ``exclude`` (paper ids)."""
+        """The ``k`` nearest papers by cosine, best first, skipping ``exclude`` (paper ids).
+        ``with_payload=False``: each hit's payload holds only ``paper_id`` (Edge builds every
+        field of 200 payloads in ~2.4 ms of a search)."""
 
     def embedded_since(self, since: float, limit: int) -> list[StoredPaper]:
         """Papers with ``embedded_at >= since`` (with vectors), at most ``limit``."""
 
-    def vectors_since(
-        self, since: float, page: int = PAGE
-    ) -> Iterator[list[tuple[str, np.ndarray]]]:
-        """Every paper with ``embedded_at >= since`` as (paper id, vector), ``page`` at a time and
-        without payloads: for work over all recent papers (100k: ~4 s, ~200 MB at a time)."""
+    def papers_since(
+        self, since: float, fields: Sequence[str] = (), page: int = PAGE
+    ) -> Iterator[list[StoredPaper]]:
+        """Every paper with ``embedded_at >= since``, with its vector, ``page`` at a time and with
+        only ``paper_id`` and ``fields`` of its payload: for work over all recent papers (100k
+        vectors: ~4 s, ~200 MB at a time)."""
 
     def count(self) -> int: ...
 
@@ -141,10 +145,6 @@ def _array(vector: Any) -> np.ndarray | None:
 def _stored(payload: dict[str, Any] | None, vector: Any) -> StoredPaper:
     payload = payload or {}
     return StoredPaper(paper_id=payload["paper_id"], payload=payload, vector=_array(vector))
-
-
-def _id_vector_pairs(records: Iterable[Any]) -> list[tuple[str, np.ndarray]]:
-    return [(r.payload["paper_id"], np.asarray(r.vector, np.float32)) for r in records if r.payload]
 
 
 def _hits(points: Iterable[Any]) -> list[Hit]:
@@ -286,6 +286,7 @@ class QdrantServerStore:
         exclude: Collection[str] = (),
         published_since: float | None = None,
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         if k <= 0 or not self._collection_exists():
             return []
@@ -302,7 +303,7 @@ class QdrantServerStore:
             query=_as_list(vector),
             limit=k,
             query_filter=models.Filter(must=must or None, must_not=must_not or None),
-            with_payload=True,
+            with_payload=True if with_payload else ["paper_id"],
             with_vectors=with_vectors,
         )
         return _hits(result.points)
@@ -319,9 +320,9 @@ class QdrantServerStore:
         )
         return [_stored(r.payload, r.vector) for r in records]
 
-    def vectors_since(
-        self, since: float, page: int = PAGE
-    ) -> Iterator[list[tuple[str, np.ndarray]]]:
+    def papers_since(
+        self, since: float, fields: Sequence[str] = (), page: int = PAGE
+    ) -> Iterator[list[StoredPaper]]:
         if not self._collection_exists():
             return
         offset = None
@@ -331,10 +332,10 @@ class QdrantServerStore:
                 scroll_filter=_server_since(since),
                 limit=page,
                 offset=offset,
-                with_payload=["paper_id"],
+                with_payload=["paper_id", *fields],
                 with_vectors=True,
             )
-            yield _id_vector_pairs(records)
+            yield [_stored(r.payload, r.vector) for r in records if r.payload]
             if offset is None:
                 return
 
@@ -487,6 +488,7 @@ class QdrantEdgeStore:
         exclude: Collection[str] = (),
         published_since: float | None = None,
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         shard = self._live()
         if shard is None or k <= 0:
@@ -503,7 +505,7 @@ class QdrantEdgeStore:
             limit=k,
             query=edge.Query.Nearest(_as_list(vector)),
             filter=edge.Filter(must=must or None, must_not=must_not or None),
-            with_payload=True,
+            with_payload=True if with_payload else ["paper_id"],
             with_vector=with_vectors,
             # Not ``exact``, which would scan the float32 vectors even where the int8 index is
             # built; segments without it (new papers, older shards) are scanned exactly anyway.
@@ -529,9 +531,9 @@ class QdrantEdgeStore:
         )
         return [_stored(r.payload, r.vector) for r in records]
 
-    def vectors_since(
-        self, since: float, page: int = PAGE
-    ) -> Iterator[list[tuple[str, np.ndarray]]]:
+    def papers_since(
+        self, since: float, fields: Sequence[str] = (), page: int = PAGE
+    ) -> Iterator[list[StoredPaper]]:
         offset = None
         while (shard := self._live()) is not None:
             records, offset = shard.scroll(
@@ -539,11 +541,11 @@ class QdrantEdgeStore:
                     offset=offset,
                     limit=page,
                     filter=_edge_since(since),
-                    with_payload=["paper_id"],
+                    with_payload=["paper_id", *fields],
                     with_vector=True,
                 )
             )
-            yield _id_vector_pairs(records)
+            yield [_stored(r.payload, r.vector) for r in records if r.payload]
             if offset is None:
                 return
 

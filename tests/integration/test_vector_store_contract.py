@@ -157,6 +157,18 @@ def test_search_returns_the_stored_vectors_only_when_asked(store: VectorStore) -
     assert without.vector is None
 
 
+def test_search_without_payload_gives_each_hit_its_paper_id_only(store: VectorStore) -> None:
+    vectors = unit_vectors(20)
+    store.upsert([paper(f"p{i}", v, title=f"t{i}") for i, v in enumerate(vectors)])
+
+    [full] = store.search(vectors[7], 1)
+    [bare] = store.search(vectors[7], 1, with_payload=False, with_vectors=True)
+
+    assert full.payload["title"] == "t7"
+    assert bare.paper_id == "p7" and bare.payload == {"paper_id": "p7"}
+    np.testing.assert_allclose(bare.vector, vectors[7], atol=1e-6)
+
+
 def test_search_returns_at_most_k_hits(store: VectorStore) -> None:
     store.upsert(papers(unit_vectors(5)))
 
@@ -227,21 +239,24 @@ def test_embedded_since_returns_recent_papers_with_vectors_at_most_limit(
     assert {p.paper_id for p in capped} <= {"p2", "p3", "p4", "p5"}
 
 
-def test_vectors_since_pages_through_every_recent_paper_as_ids_and_vectors(
+def test_papers_since_pages_through_every_recent_paper_with_its_vector_and_the_fields_asked(
     store: VectorStore,
 ) -> None:
-    assert list(store.vectors_since(0.0)) == []  # no collection yet
+    assert list(store.papers_since(0.0)) == []  # no collection yet
     vectors = unit_vectors(7)
-    store.upsert([paper(f"p{i}", v, embedded_at=float(i)) for i, v in enumerate(vectors)])
+    store.upsert(
+        [paper(f"p{i}", v, embedded_at=float(i), title=f"t{i}") for i, v in enumerate(vectors)]
+    )
 
-    pages = list(store.vectors_since(2.0, page=2))
+    pages = list(store.papers_since(2.0, ("title",), page=2))
 
     assert [len(page) for page in pages[:2]] == [2, 2] and sum(map(len, pages)) == 5
-    found = dict(pair for page in pages for pair in page)
+    found = {p.paper_id: p for page in pages for p in page}
     assert set(found) == {"p2", "p3", "p4", "p5", "p6"}
     for i in range(2, 7):
-        assert found[f"p{i}"].dtype == np.float32
-        np.testing.assert_allclose(found[f"p{i}"], vectors[i], atol=1e-6)
+        assert found[f"p{i}"].payload == {"paper_id": f"p{i}", "title": f"t{i}"}
+        assert found[f"p{i}"].vector is not None and found[f"p{i}"].vector.dtype == np.float32
+        np.testing.assert_allclose(found[f"p{i}"].vector, vectors[i], atol=1e-6)
 
 
 def test_papers_survive_closing_and_reopening_the_store(open_store: OpenStore) -> None:

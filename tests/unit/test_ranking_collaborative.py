@@ -165,20 +165,6 @@ def test_nearest_starts_afresh_when_most_saved_papers_are_gone(monkeypatch):
     assert ids[rows[0][0]] == "mine"
 
 
-def test_nearest_gives_the_vectors_of_papers_saved_now_as_last_synced():
-    rng = np.random.default_rng(1)
-    pool = rng.standard_normal((4, 8)).astype(np.float32)
-    nearest = Nearest()
-    nearest.sync({"a": pool[0], "b": pool[1], "c": pool[2]})
-    held = nearest.vectors(["a", "c", "never-saved"])
-    assert list(held) == ["a", "c"]
-    assert np.array_equal(held["a"], pool[0]) and np.array_equal(held["c"], pool[2])
-    # "a" embedded again (a new vector), "b" no longer saved
-    nearest.sync({"a": pool[3], "c": pool[2]})
-    held = nearest.vectors(["a", "b", "c"])
-    assert list(held) == ["a", "c"] and np.array_equal(held["a"], pool[3])
-
-
 def test_carried_co_saves_follow_a_rebuild_that_saved_more_papers(carrying):
     # The same Nearest serves the next build: its rows map onto that build's columns.
     vectors = np.stack([unit(0, 0, 0.1, 1)])

@@ -14,6 +14,7 @@ from faststream.redis import RedisBroker, TestRedisBroker
 from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
 
 from paperwire_recommend import recommender as recommender_module
+from paperwire_recommend.catalogue import Candidates
 from paperwire_recommend.config import Settings
 from paperwire_recommend.recommender import Recommender, _Cached
 from paperwire_recommend.store import Interest, Store
@@ -118,18 +119,35 @@ class GetRecording(QdrantEdgeStore):
         return super().get(paper_ids, with_vectors=with_vectors)
 
 
-async def test_saved_papers_vectors_come_from_memory_and_only_the_rest_from_the_store(tmp_path):
+async def test_catalogued_papers_come_from_memory_and_only_newer_ones_from_the_store(tmp_path):
     recommender, vectors = co_saving_service(tmp_path, embedded_at=1.0, vector_store=GetRecording)
     assert isinstance(vectors, GetRecording)
-    await recommender.cosaves()  # holds the saved papers' vectors
+    await recommender.cosaves()  # starts the background pass that catalogues every paper
+    for _ in range(200):
+        if recommender.nearest_pass_done:
+            break
+        await asyncio.sleep(0.02)
+    assert len(recommender.catalogue) == 26
+    encoder = HashingEncoder()
+    later = {"later": "low-rank adapters LoRA, embedded after the pass"}
+    vectors.upsert(stored_papers(later, encoder, at=time.time(), authors=["A. Writer"]))
     vectors.asked.clear()
-    found = recommender._papers(["new", "lora-1", "nerf-2", "missing"])
-    assert [p.paper_id for p in found] == ["new", "lora-1", "nerf-2"]
-    expected = {p.paper_id: p for p in vectors.get(["new", "lora-1", "nerf-2"], with_vectors=True)}
-    for paper in found:
-        assert np.allclose(paper.vector, expected[paper.paper_id].vector)
-        assert paper.payload == expected[paper.paper_id].payload
-    assert vectors.asked[:2] == [(["lora-1", "nerf-2"], False), (["new", "missing"], True)]
+
+    ids = ["new", "lora-1", "later", "missing", "nerf-2"]
+    found = recommender._candidates(ids)
+    papers = recommender._papers(ids)
+
+    assert vectors.asked == [(["later", "missing"], True)] * 2
+    stored = vectors.get(["new", "lora-1", "later", "nerf-2"], with_vectors=True)
+    expected = Candidates.of(stored)
+    assert found.ids == expected.ids == [p.paper_id for p in papers]
+    np.testing.assert_array_equal(found.vectors, expected.vectors)
+    assert [set(w.tolist()) for w in found.words] == [set(w.tolist()) for w in expected.words]
+    assert found.facts.authors == expected.facts.authors == [(), (), ("A. Writer",), ()]
+    np.testing.assert_array_equal(found.facts.published, expected.facts.published)
+    for paper, want in zip(papers, stored, strict=True):
+        np.testing.assert_array_equal(paper.vector, want.vector)
+        assert paper.payload["title"] == want.payload["title"]
     await recommender.close()
     vectors.close()
 

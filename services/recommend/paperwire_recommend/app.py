@@ -59,6 +59,7 @@ def create_app(
     )
 
     metrics.nearest_papers.set_function(recommender.nearest.papers_found)
+    metrics.catalogued_papers.set_function(lambda: len(recommender.catalogue))
     metrics.nearest_pass_done.set_function(lambda: recommender.nearest_pass_done)
 
     async def publish(digest: DigestDue) -> None:

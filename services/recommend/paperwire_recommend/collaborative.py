@@ -234,13 +234,6 @@ class Nearest:
         """The saved papers (live rows)."""
         return len(self._saved.rows)
 
-    def vectors(self, papers: Iterable[str]) -> dict[str, np.ndarray]:
-        """The unit vectors of those of ``papers`` saved now, as at the last ``sync`` (a paper
-        embedded again since keeps its old vector until the next one)."""
-        saved = self._saved
-        rows = saved.rows
-        return {p: saved.matrix[rows[p]] for p in papers if p in rows}
-
     def sync(self, vectors: Mapping[str, np.ndarray]) -> None:
         """Make the saved papers exactly ``vectors`` (paper id -> unit vector)."""
         with self._sync:

@@ -55,6 +55,12 @@ class Metrics:
             "Papers whose nearest saved papers (for carried co-saves) recommend has found.",
             registry=registry,
         )
+        self.catalogued_papers = Gauge(
+            "paperwire_recommend_catalogued_papers",
+            "Stored papers recommend holds in memory for ranking (catalogue.py); newer ones are "
+            "read from the vector store per request.",
+            registry=registry,
+        )
         self.nearest_pass_done = Gauge(
             "paperwire_recommend_nearest_pass_done_timestamp_seconds",
             "When recommend last finished finding newly embedded papers' nearest saved papers "

@@ -20,10 +20,11 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
+from paperwire_recommend.catalogue import FIELDS, Candidates, Catalogue
 from paperwire_recommend.collaborative import NEIGHBOURS, CoSaves, Nearest
 from paperwire_recommend.config import Settings
 from paperwire_recommend.encoder import TextEncoder
-from paperwire_recommend.ranking import Evidence, Facts, Knobs, Ranked, Rules, Space, rank
+from paperwire_recommend.ranking import Evidence, Knobs, Ranked, Rules, Space, rank
 from paperwire_recommend.store import POSITIVE_FEEDBACK, Interest, Store, User
 from paperwire_shared.events import DigestDue, RankedPaper
 from paperwire_shared.vectors import StoredPaper, VectorStore
@@ -194,18 +195,22 @@ class Recommender:
         self._space = _Cached(self._fit_space, settings.space_refresh_seconds)
         self._cosaves = _Cached(self._build_cosaves, settings.collaborative_refresh_seconds)
         self.answers = Answers(settings.answer_cache_size, settings.answer_max_age_seconds)
-        # New papers' nearest saved papers (carried co-saves), kept across co-save rebuilds and
-        # found in the background for papers embedded since the last pass (``_find_nearest``).
+        # Every stored paper's vector, words and facts, and each one's nearest saved papers
+        # (carried co-saves, kept across co-save rebuilds): both filled in the background for
+        # papers embedded since the last pass (``_index_papers``).
+        self.catalogue = Catalogue()
         self.nearest = Nearest()
         self._nearest_task: asyncio.Task[None] | None = None
         self._nearest_pass = -float("inf")  # monotonic start of the last pass
-        self._nearest_since: float | None = None  # wall clock: papers embedded since are next
+        # Wall clock: papers embedded since are next, for the catalogue and for ``nearest``.
+        self._indexed_since: float | None = None
+        self._nearest_since: float | None = None
         self._nearest_starts = 0  # Nearest.fresh_starts when that pass started
         self.nearest_pass_done = 0.0  # wall clock at the end of the last pass (0: none yet)
         self._closing = False
         self._recent: _Recent | None = None  # digests' candidates, shared within a scheduler tick
 
-    def _fit_space(self) -> tuple[Space | None, list[StoredPaper]]:
+    def _fit_space(self) -> tuple[Space | None, Candidates]:
         """The whitened space of a sample of the stored papers, and ``API_REFERENCE_PAPERS`` of
         them drawn at random (seeded: the same papers give the same draw). A tuple, so "no space
         yet" (too few papers) is still a cached value."""
@@ -214,7 +219,7 @@ class Recommender:
         space = Space.fit(np.stack([v for _, v in found])) if found else None
         log.info("whitened space %s from %d papers", "fitted" if space else "skipped", len(found))
         drawn = np.random.default_rng(0).permutation(len(found))[:API_REFERENCE_PAPERS]
-        return space, [found[i][0] for i in sorted(drawn)]
+        return space, Candidates.of([found[i][0] for i in sorted(drawn)])
 
     def _build_cosaves(self) -> CoSaves:
         cosaves = CoSaves(self.store.library_pairs())
@@ -229,32 +234,44 @@ class Recommender:
         log.info("co-saves rebuilt: %d saved papers", len(cosaves))
         return cosaves
 
-    def _find_nearest(self) -> None:
-        """Find the nearest saved papers of every paper embedded since the last pass (the first
-        pass, or after ``Nearest`` started afresh: every paper), so that neither a request nor a
-        digest pays for it. ~0.15 ms a paper at 25k saved papers (15 s at 100k papers, in the
-        background), where a first request paid ~15 ms; requests would find the same papers'
-        neighbours one by one, so memory ends up the same (~0.6 KB a paper)."""
-        if len(self.nearest) <= NEIGHBOURS:  # too few saved papers: nothing is carried yet
-            return
+    def _index_papers(self) -> None:
+        """Catalogue every paper embedded since the last pass and find its nearest saved papers
+        (the first pass, or after ``Nearest`` started afresh: every paper), so that neither a
+        request nor a digest pays for either. Nearest saved papers: ~0.15 ms a paper at 25k
+        saved papers (15 s at 100k papers, in the background), where a first request paid ~15 ms;
+        requests would find the same papers' neighbours one by one, so memory ends up the same
+        (~0.6 KB a paper). The catalogue: see ``catalogue``."""
         started = time.time()
-        since = self._nearest_since
-        if since is None or self.nearest.fresh_starts != self._nearest_starts:
-            since = 0.0
+        nearest = len(self.nearest) > NEIGHBOURS  # too few saved papers: nothing is carried yet
+        since = self._indexed_since or 0.0
+        if nearest:
+            fresh = self.nearest.fresh_starts != self._nearest_starts
+            since = 0.0 if self._nearest_since is None or fresh else min(since, self._nearest_since)
         starts = self.nearest.fresh_starts
         found = 0
-        for page in self.vectors.vectors_since(since - Answers.CLOCK_SLACK):
+        for page in self.vectors.papers_since(since - Answers.CLOCK_SLACK, FIELDS):
             if self._closing:
                 return
+            page = [p for p in page if p.vector is not None]
             if page:
-                self.nearest.find([p for p, _ in page], np.stack([v for _, v in page]))
+                self.catalogue.add(page)
+                if nearest:
+                    vectors = np.stack([p.vector for p in page])  # type: ignore[misc]
+                    self.nearest.find([p.paper_id for p in page], vectors)
                 found += len(page)
-        self._nearest_since, self._nearest_starts = started, starts
-        self.nearest_pass_done = time.time()
-        log.info("nearest saved papers found for %d papers in %.1f s", found, time.time() - started)
+        self._indexed_since = started
+        if nearest:
+            self._nearest_since, self._nearest_starts = started, starts
+            self.nearest_pass_done = time.time()
+        log.info(
+            "%d papers catalogued%s in %.1f s",
+            found,
+            ", their nearest saved papers found" if nearest else "",
+            time.time() - started,
+        )
 
-    def _find_nearest_soon(self) -> None:
-        """Start a ``_find_nearest`` pass in a worker thread when none runs and the last one
+    def _index_soon(self) -> None:
+        """Start an ``_index_papers`` pass in a worker thread when none runs and the last one
         started a co-save refresh interval ago."""
         due = time.monotonic() - self._nearest_pass >= self.settings.collaborative_refresh_seconds
         if self._closing or not due or self._nearest_task is not None:
@@ -263,10 +280,11 @@ class Recommender:
 
         async def run() -> None:
             try:
-                await asyncio.to_thread(self._find_nearest)
+                await asyncio.to_thread(self._index_papers)
             except Exception:
                 log.exception(
-                    "finding papers' nearest saved papers failed; requests find their own"
+                    "cataloguing papers or finding their nearest saved papers failed; "
+                    "requests read and find their own"
                 )
             finally:
                 self._nearest_task = None
@@ -312,14 +330,14 @@ class Recommender:
     async def space(self) -> Space | None:
         return (await self._space.get())[0]
 
-    async def reference(self) -> list[StoredPaper]:
+    async def reference(self) -> Candidates:
         """Stored papers drawn at random, which set the scales of an API ranking (see
         ``API_REFERENCE_PAPERS``)."""
         return (await self._space.get())[1]
 
     async def cosaves(self) -> CoSaves:
         cosaves = await self._cosaves.get()
-        self._find_nearest_soon()
+        self._index_soon()
         return cosaves
 
     async def _interest_vectors(self, user: User) -> None:
@@ -375,20 +393,25 @@ class Recommender:
         )
 
     def _papers(self, paper_ids: Sequence[str]) -> list[StoredPaper]:
-        """The stored papers among ``paper_ids``, in that order, with vectors. Saved papers'
-        vectors are the ones ``self.nearest`` holds (as at the last co-save rebuild): turning a
-        vector the store returns into an array costs ~15 µs a paper, about half of fetching it
-        (bench/README.md, recommendation latency); a library's papers and its co-saved
-        candidates are all saved papers."""
-        held = self.nearest.vectors(paper_ids)
-        found = {p.paper_id: p for p in self.vectors.get([p for p in paper_ids if p in held])}
-        if missing := [p for p in paper_ids if p not in held]:
+        """The stored papers among ``paper_ids``, in that order, with vectors and titles (payload
+        ``title``): from the catalogue, and from the vector store for papers it does not hold
+        yet (embedded since its last pass)."""
+        found = self.catalogue.papers(paper_ids)
+        if missing := [p for p in paper_ids if p not in found]:
             found.update((p.paper_id, p) for p in self.vectors.get(missing, with_vectors=True))
-        return [
-            StoredPaper(p.paper_id, p.payload, held.get(p.paper_id, p.vector))
-            for pid in dict.fromkeys(paper_ids)
-            if (p := found.get(pid)) is not None
-        ]
+        return [p for pid in dict.fromkeys(paper_ids) if (p := found.get(pid)) is not None]
+
+    def _candidates(self, paper_ids: Sequence[str]) -> Candidates:
+        """The stored papers among ``paper_ids``, in that order, as ranking takes them: from the
+        catalogue, and from the vector store for papers it does not hold yet."""
+        held = self.catalogue.candidates(paper_ids)
+        known = set(held.ids)
+        missing = [p for p in paper_ids if p not in known]
+        if not missing:
+            return held
+        found = held + Candidates.of(self.vectors.get(missing, with_vectors=True))
+        column = {p: i for i, p in enumerate(found.ids)}
+        return found.select([column[p] for p in dict.fromkeys(paper_ids) if p in column])
 
     async def evidence(self, user: User) -> list[Evidence]:
         return (await self.profile(user)).evidence
@@ -396,26 +419,25 @@ class Recommender:
     def _rank(
         self,
         profile: Profile,
-        papers: Sequence[StoredPaper],
+        candidates: Candidates,
         k: int,
         space: Space | None,
         cosaves: CoSaves,
         min_score: float = -1.0,
         scale_only: frozenset[str] = frozenset(),
-    ) -> list[Recommendation]:
-        """The one ranking call behind both the API and the digests. ``scale_only``: papers
-        among ``papers`` that only set the scales, never recommended (``API_REFERENCE_PAPERS``)."""
-        ids = [p.paper_id for p in papers]
-        vectors = np.stack([p.vector for p in papers if p.vector is not None])
+    ) -> list[Ranked]:
+        """The one ranking call behind both the API and the digests. ``scale_only``: candidates
+        that only set the scales, never recommended (``API_REFERENCE_PAPERS``)."""
+        ids, vectors = candidates.ids, candidates.vectors
         evidence = np.stack([e.vector for e in profile.evidence])
         found = cosaves.carried(profile.library, ids, vectors, evidence, k)
         carried, crowding = found if found is not None else (None, None)
-        ranked = rank(
+        return rank(
             profile.evidence,
             ids,
             vectors,
             k=k,
-            texts=[paper_text(p.payload) for p in papers],
+            words=candidates.words,
             min_score=min_score,
             exclude=profile.exclude | scale_only,
             space=space,
@@ -423,13 +445,11 @@ class Recommender:
             carried=carried,
             crowding=crowding,
             dislikes=profile.dislikes,
-            facts=facts_of([p.payload for p in papers]),
+            facts=candidates.facts,
             rules=profile.rules,
             knobs=profile.knobs,
             now=time.time(),
         )
-        payloads = {p.paper_id: p.payload for p in papers}
-        return [Recommendation(r, payloads[r.paper_id]) for r in ranked]
 
     async def recommend(
         self, user: User, k: int, published_since: float | None = None
@@ -471,50 +491,52 @@ class Recommender:
         if not profile.evidence:
             return []
 
-        def candidates() -> list[StoredPaper]:
-            # Searches return the vectors too: fetching them again cost a second round trip.
-            found: dict[str, StoredPaper] = {}
+        def candidates() -> Candidates:
+            # Searches return ids only: the catalogue holds the rest (``_candidates``).
+            found: dict[str, None] = {}
             limit = max(k * 10, API_CANDIDATES_PER_INTEREST)
             for query in _queries(profile.evidence):
-                for hit in self.vectors.search(
+                hits = self.vectors.search(
                     query,
                     limit,
                     exclude=profile.exclude,
                     published_since=published_since,
-                    with_vectors=True,
-                ):
-                    if hit.vector is not None:
-                        found.setdefault(
-                            hit.paper_id, StoredPaper(hit.paper_id, hit.payload, hit.vector)
-                        )
+                    with_payload=False,
+                )
+                found.update(dict.fromkeys(hit.paper_id for hit in hits))
             if len(cosaves):
-                wanted = [
-                    paper_id
-                    for paper_id in cosaves.neighbours(profile.library, API_COSAVED_CANDIDATES)
-                    if paper_id not in profile.exclude and paper_id not in found
-                ]
-                for paper in self._papers(wanted):
-                    if paper.vector is not None and (
-                        published_since is None
-                        or paper.payload.get("published_ts", 0) >= published_since
-                    ):
-                        found.setdefault(paper.paper_id, paper)
-            return list(found.values())
+                found.update(
+                    dict.fromkeys(
+                        paper_id
+                        for paper_id in cosaves.neighbours(profile.library, API_COSAVED_CANDIDATES)
+                        if paper_id not in profile.exclude
+                    )
+                )
+            papers = self._candidates(list(found))
+            if published_since is not None:  # searches kept only these already; co-saves not
+                published = np.asarray(papers.facts.published)
+                papers = papers.select(np.flatnonzero(published >= published_since))
+            return papers
 
         papers = await asyncio.to_thread(candidates)
-        if not papers:
+        if not len(papers):
             return []
-        found = {p.paper_id for p in papers}
-        scale_only = [p for p in await self.reference() if p.paper_id not in found]
-        return await asyncio.to_thread(
+        found = set(papers.ids)
+        reference = await self.reference()
+        scale_only = reference.select([i for i, p in enumerate(reference.ids) if p not in found])
+        ranked = await asyncio.to_thread(
             self._rank,
             profile,
-            [*papers, *scale_only],
+            papers + scale_only,
             k,
             space,
             cosaves,
-            scale_only=frozenset(p.paper_id for p in scale_only),
+            scale_only=frozenset(scale_only.ids),
         )
+        # Only the papers returned are read whole from the store.
+        stored = await asyncio.to_thread(self.vectors.get, [r.paper_id for r in ranked])
+        payloads = {p.paper_id: p.payload for p in stored}
+        return [Recommendation(r, payloads[r.paper_id]) for r in ranked if r.paper_id in payloads]
 
     async def build_digest(self, user: User, digest_key: str, now: datetime) -> DigestDue | str:
         """The digest for ``digest_key``, or the reason there is none (nothing new worth sending)."""
@@ -530,15 +552,22 @@ class Recommender:
             return "no new papers"
         space, cosaves = await self.space(), await self.cosaves()
         ranked = await asyncio.to_thread(
-            self._rank, profile, papers, user.max_papers, space, cosaves, self.settings.min_score
+            self._rank,
+            profile,
+            Candidates.of(papers),
+            user.max_papers,
+            space,
+            cosaves,
+            self.settings.min_score,
         )
         if not ranked:
             return "no new papers close enough to your interests"
+        payloads = {p.paper_id: p.payload for p in papers}
         return DigestDue(
             digest_key=digest_key,
             user_id=user.id,
             email=user.email,
-            papers=tuple(ranked_paper(r.ranked, r.payload) for r in ranked),
+            papers=tuple(ranked_paper(r, payloads[r.paper_id]) for r in ranked),
             created_at=now,
         )
 
@@ -606,26 +635,9 @@ def _rules(interest: Interest) -> Rules:
     )
 
 
-def facts_of(payloads: Sequence[dict[str, Any]]) -> Facts:
-    def number(payload: dict[str, Any], key: str) -> float:
-        value = payload.get(key)
-        return float(value) if isinstance(value, int | float) else float("nan")
-
-    return Facts(
-        categories=[tuple(p.get("categories") or ()) for p in payloads],
-        authors=[tuple(p.get("authors") or ()) for p in payloads],
-        published=np.asarray([number(p, "published_ts") for p in payloads]),
-        popularity=np.asarray([number(p, "popularity") for p in payloads]),
-    )
-
-
 def _embedded_at(paper: StoredPaper) -> float:
     value = paper.payload.get("embedded_at")
     return float(value) if isinstance(value, int | float) else 0.0
-
-
-def paper_text(payload: dict[str, Any]) -> str:
-    return f"{payload.get('title', '')}\n{payload.get('abstract', '')}"
 
 
 def ranked_paper(ranked: Ranked, payload: dict[str, Any]) -> RankedPaper:

@@ -1,0 +1,231 @@
+"""What ranking needs of every stored paper, held in memory: its vector, words, facts and title.
+
+A request ranks ~700 papers. Read from the vector store with their payloads and vectors, then
+split into words, they cost a 200-paper library's first request ~35 of its ~90 ms (in-process,
+100k papers, bench/README.md). recommend reads every paper once instead, in the background
+(``Recommender._index_papers``, then every co-save refresh interval for papers embedded since),
+and a request gathers rows of arrays. A paper embedded since the last pass is not here yet: the
+request reads it from the store as before (``Candidates.of``).
+
+~3 KB a paper (384-d float32 vector 1.5 KB, words ~1.1 KB, title, categories, authors): ~300 MB
+at 100k papers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from paperwire_recommend.ranking import Facts, Words, text_words, words_of
+from paperwire_shared.vectors import StoredPaper
+
+# The payload fields kept (besides ``paper_id``): the rest (abstract aside, read for its words
+# and let go) is read for the papers a request returns only.
+FIELDS = ("title", "abstract", "categories", "authors", "published_ts", "popularity")
+# Rows allocated at a time beyond those filled: growing copies the arrays.
+_GROWTH = 1.25
+_MIN_ROWS = 1_024
+
+
+def paper_text(payload: Mapping[str, Any]) -> str:
+    """The text whose words are matched: title and abstract."""
+    return f"{payload.get('title', '')}\n{payload.get('abstract', '')}"
+
+
+def _number(payload: Mapping[str, Any], key: str) -> float:
+    value = payload.get(key)
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def facts_of(payloads: Sequence[Mapping[str, Any]]) -> Facts:
+    return Facts(
+        categories=[tuple(p.get("categories") or ()) for p in payloads],
+        authors=[tuple(p.get("authors") or ()) for p in payloads],
+        published=np.asarray([_number(p, "published_ts") for p in payloads]),
+        popularity=np.asarray([_number(p, "popularity") for p in payloads]),
+    )
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Papers to rank, in columns: ids, unit vectors (rows), words and facts."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    words: list[Words]
+    facts: Facts
+
+    @classmethod
+    def of(cls, papers: Sequence[StoredPaper]) -> Candidates:
+        """From stored papers with their vectors and payloads (``FIELDS`` at least)."""
+        kept = [p for p in papers if p.vector is not None]
+        dim = kept[0].vector.shape[-1] if kept else 0  # type: ignore[union-attr]
+        return cls(
+            [p.paper_id for p in kept],
+            np.stack([p.vector for p in kept]) if kept else np.zeros((0, dim), np.float32),  # type: ignore[misc]
+            [words_of(paper_text(p.payload)) for p in kept],
+            facts_of([p.payload for p in kept]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, columns: Sequence[int] | np.ndarray) -> Candidates:
+        """These columns, in that order."""
+        at = np.asarray(columns, np.intp)
+        facts = self.facts
+        return Candidates(
+            [self.ids[c] for c in at],
+            self.vectors[at],
+            [self.words[c] for c in at],
+            Facts(
+                categories=[facts.categories[c] for c in at]
+                if facts.categories is not None
+                else None,
+                authors=[facts.authors[c] for c in at] if facts.authors is not None else None,
+                published=facts.published[at] if facts.published is not None else None,
+                popularity=facts.popularity[at] if facts.popularity is not None else None,
+            ),
+        )
+
+    def __add__(self, other: Candidates) -> Candidates:
+        if not len(other):
+            return self
+        if not len(self):
+            return other
+        a, b = self.facts, other.facts
+        return Candidates(
+            self.ids + other.ids,
+            np.concatenate([self.vectors, other.vectors]),
+            self.words + other.words,
+            Facts(
+                categories=[*(a.categories or ()), *(b.categories or ())],
+                authors=[*(a.authors or ()), *(b.authors or ())],
+                published=np.concatenate([a.published, b.published]),
+                popularity=np.concatenate([a.popularity, b.popularity]),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The catalogue at one time, replaced whole when it grows, so a reader never sees a row its
+    arrays do not hold yet. A paper embedded again is rewritten in its row, in place."""
+
+    rows: dict[str, int]  # paper -> row
+    vectors: np.ndarray  # rows × dim; rows past len(rows) are spare
+    published: np.ndarray
+    popularity: np.ndarray
+    words: list[Words]
+    titles: list[str]
+    categories: list[tuple[str, ...]]
+    authors: list[tuple[str, ...]]
+
+
+class Catalogue:
+    """Every stored paper's vector, words, facts and title, by paper id. Thread-safe: one ``add``
+    at a time (the background pass), reads from any thread meanwhile."""
+
+    def __init__(self) -> None:
+        self._at = _Rows({}, np.zeros((0, 0), np.float32), np.zeros(0), np.zeros(0), [], [], [], [])
+        self._adding = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._at.rows)
+
+    def __contains__(self, paper_id: str) -> bool:
+        return paper_id in self._at.rows
+
+    def add(self, papers: Iterable[StoredPaper]) -> None:
+        """Add or rewrite papers (with vectors and ``FIELDS`` of their payloads)."""
+        with self._adding:
+            at = self._at
+            papers = [p for p in papers if p.vector is not None]
+            new = [
+                p
+                for p in dict((p.paper_id, p) for p in papers).values()
+                if p.paper_id not in at.rows
+            ]
+            if papers and (not len(at.vectors) or len(at.rows) + len(new) > len(at.vectors)):
+                at = self._grown(at, len(at.rows) + len(new), papers[0].vector.shape[-1])  # type: ignore[union-attr]
+            rows = dict(at.rows) if new else at.rows
+            for paper in new:
+                rows[paper.paper_id] = len(rows)
+                at.words.append(np.zeros(0, np.int64))
+                at.titles.append("")
+                at.categories.append(())
+                at.authors.append(())
+            for paper in papers:
+                row, payload = rows[paper.paper_id], paper.payload
+                at.vectors[row] = paper.vector
+                at.published[row] = _number(payload, "published_ts")
+                at.popularity[row] = _number(payload, "popularity")
+                at.words[row] = text_words(paper_text(payload))  # not cached: read once
+                at.titles[row] = str(payload.get("title", paper.paper_id))
+                at.categories[row] = tuple(payload.get("categories") or ())
+                at.authors[row] = tuple(payload.get("authors") or ())
+            # Published last: a reader holding the previous snapshot reads only its own rows.
+            self._at = _Rows(
+                rows,
+                at.vectors,
+                at.published,
+                at.popularity,
+                at.words,
+                at.titles,
+                at.categories,
+                at.authors,
+            )
+
+    @staticmethod
+    def _grown(at: _Rows, needed: int, dim: int) -> _Rows:
+        size = max(int(needed * _GROWTH), _MIN_ROWS)
+        vectors = np.zeros((size, dim), np.float32)
+        published, popularity = np.full(size, np.nan), np.full(size, np.nan)
+        n = len(at.rows)
+        if n:
+            vectors[:n], published[:n], popularity[:n] = (
+                at.vectors[:n],
+                at.published[:n],
+                at.popularity[:n],
+            )
+        # The lists are copied too: appending to them must not show in the previous snapshot's.
+        return _Rows(
+            at.rows,
+            vectors,
+            published,
+            popularity,
+            list(at.words),
+            list(at.titles),
+            list(at.categories),
+            list(at.authors),
+        )
+
+    def candidates(self, paper_ids: Sequence[str]) -> Candidates:
+        """Those of ``paper_ids`` held here, in that order (the rest are left out)."""
+        at = self._at
+        held = [p for p in paper_ids if p in at.rows]
+        rows = np.fromiter((at.rows[p] for p in held), np.intp, len(held))
+        return Candidates(
+            held,
+            at.vectors[rows] if len(at.vectors) else np.zeros((0, 0), np.float32),
+            [at.words[r] for r in rows],
+            Facts(
+                categories=[at.categories[r] for r in rows],
+                authors=[at.authors[r] for r in rows],
+                published=at.published[rows],
+                popularity=at.popularity[rows],
+            ),
+        )
+
+    def papers(self, paper_ids: Iterable[str]) -> dict[str, StoredPaper]:
+        """Those of ``paper_ids`` held here, with their vectors and titles (payload ``title``)."""
+        at = self._at
+        return {
+            p: StoredPaper(p, {"paper_id": p, "title": at.titles[r]}, at.vectors[r])
+            for p in paper_ids
+            if (r := at.rows.get(p)) is not None
+        }
