@@ -35,6 +35,20 @@ def test_neighbours_leave_out_the_users_own_papers():
     assert cosaves.neighbours(["never-saved"], 5) == []
 
 
+def test_a_walk_repeated_for_the_same_library_is_the_same_whatever_its_caller_did_with_it():
+    cosaves = CoSaves(pairs())
+    first = cosaves.walk(["mine"])
+    expected = first.copy()
+    first[:] = -1  # neighbours() and carried() zero the user's own papers in what they get
+    again = cosaves.walk(["mine"])
+    assert np.array_equal(again, expected)
+    again[:] = -1
+    assert np.array_equal(cosaves.walk(["mine"]), expected)
+    assert not np.array_equal(cosaves.walk(["mine"], alpha=0.5), expected)
+    assert not np.array_equal(cosaves.walk(["elsewhere"]), expected)
+    assert np.array_equal(cosaves.walk(["mine"]), expected)
+
+
 def test_beta_discounts_papers_that_everyone_saves():
     # "often" is co-saved 3 times but saved by 3 readers; "rare" once, by 1 reader.
     flat = CoSaves(pairs(), beta=0.0).scores(["mine"], ["often", "rare"])

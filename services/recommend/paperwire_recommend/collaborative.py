@@ -91,6 +91,9 @@ class CoSaves:
         self._nearest: Nearest | None = None
         # Nearest's rows (its ids list) and their columns here, extended as it grows
         self._columns_of: tuple[list[str] | None, np.ndarray] = (None, np.zeros(0, np.int64))
+        # The last walk, by positives and alpha: a request walks from the same library for its
+        # co-saved candidates (``neighbours``) and their scores (``scores``).
+        self._last_walk: tuple[tuple[tuple[str, ...], float], np.ndarray] | None = None
 
     def attach(self, nearest: Nearest) -> None:
         """Find new papers' nearest saved papers with ``nearest`` (synced with this build's saved
@@ -102,15 +105,21 @@ class CoSaves:
 
     def walk(self, positives: Sequence[str], alpha: float | None = None) -> np.ndarray:
         """Score of every known paper (in ``self.ids`` order) from the user's positives, with
-        ``alpha`` (default: this build's)."""
+        ``alpha`` (default: this build's). A new array each call: callers may change it."""
         alpha = self.alpha if alpha is None else alpha
+        key = (tuple(positives), alpha)
+        last = self._last_walk  # one read: requests run in threads
+        if last is not None and last[0] == key:
+            return last[1].copy()
         rows = [self.papers[p] for p in positives if p in self.papers]
         if not rows:
             return np.zeros(len(self.papers))
         to_readers = np.maximum(self.savers[rows], 1) ** -alpha
         readers = self._readers_of[rows].T @ to_readers
         reached = self._saves.T @ (readers * self._library_sizes**-alpha)
-        return reached * self._penalty
+        walked = reached * self._penalty
+        self._last_walk = (key, walked.copy())
+        return walked
 
     def scores(self, positives: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """One co-save score per candidate (0 for papers nobody saved)."""
