@@ -131,8 +131,12 @@ class Catalogue:
     at a time (the background pass), reads from any thread meanwhile."""
 
     def __init__(self) -> None:
-        self._at = _Rows({}, np.zeros((0, 0), np.float32), np.zeros(0), np.zeros(0), [], [], [], [])
+        self._at = self._empty()
         self._adding = threading.Lock()
+
+    @staticmethod
+    def _empty() -> _Rows:
+        return _Rows({}, np.zeros((0, 0), np.float32), np.zeros(0), np.zeros(0), [], [], [], [])
 
     def __len__(self) -> int:
         return len(self._at.rows)
@@ -145,13 +149,16 @@ class Catalogue:
         with self._adding:
             at = self._at
             papers = [p for p in papers if p.vector is not None]
+            dim = papers[0].vector.shape[-1] if papers else 0  # type: ignore[union-attr]
+            if papers and at.vectors.shape[1] not in (0, dim):
+                at = self._empty()  # the store was rebuilt for a model of another size
             new = [
                 p
                 for p in dict((p.paper_id, p) for p in papers).values()
                 if p.paper_id not in at.rows
             ]
             if papers and (not len(at.vectors) or len(at.rows) + len(new) > len(at.vectors)):
-                at = self._grown(at, len(at.rows) + len(new), papers[0].vector.shape[-1])  # type: ignore[union-attr]
+                at = self._grown(at, len(at.rows) + len(new), dim)
             rows = dict(at.rows) if new else at.rows
             for paper in new:
                 rows[paper.paper_id] = len(rows)
