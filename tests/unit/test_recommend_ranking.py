@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from datetime import UTC, date, datetime
@@ -104,12 +105,22 @@ def test_terms_drop_stop_words_short_words_and_plurals():
         "İstanbul's naïve café—résumé: ÉCOLE lenses, ﬁne-tuned LoRA_adapters (½ model²)",
     ],
 )
-def test_a_paper_uses_a_term_exactly_when_its_terms_hold_it(text):
+@pytest.mark.parametrize("slots", [ranking._SLOTS, 1])  # 1: every wanted word shares a slot
+def test_a_paper_uses_a_term_exactly_when_its_terms_hold_it(text, slots, monkeypatch):
+    monkeypatch.setattr(ranking, "_SLOTS", slots)
     assert set(words_of(text).tolist()) == set(map(hash, re.findall("[a-z0-9]+", text.lower())))
     asked = "adapter class clas bias gas bus lens model splat gaussian language fast lora"
     _, [matched] = lexical_scores([Evidence("a", unit(1, 0, 0), text=asked)], [words_of(text)])
     assert matched is not None
     assert set(matched.of(0)) == terms(asked) & terms(text)
+
+
+def test_a_word_sharing_a_wanted_words_table_slot_is_not_taken_for_it():
+    slot = hash("lora") & (ranking._SLOTS - 1)
+    other = next(f"x{i}" for i in itertools.count() if hash(f"x{i}") & (ranking._SLOTS - 1) == slot)
+    asked = [Evidence("a", unit(1, 0, 0), text="lora")]
+    _, [matched] = lexical_scores(asked, [words_of(f"{other} adapters"), words_of("lora")])
+    assert matched is not None and matched.of(0) == [] and matched.of(1) == ["lora"]
 
 
 def test_word_scores_are_the_idf_share_of_an_interests_terms_a_paper_holds():
