@@ -30,7 +30,9 @@ COLLECTION = "papers"
 _POINT_NAMESPACE = uuid.UUID("6f1c8a52-3b7e-4c55-9a8e-2d0f4e1b7c90")
 # Looked up by value (paper_id) or range-filtered on every recommend query and catch-up scan.
 _KEYWORD_FIELDS = ("paper_id",)
-_FLOAT_FIELDS = ("embedded_at", "published_ts")
+# ``updated_at``: every write sets it (``embedded_at`` keeps its first value), so readers that
+# hold papers (recommend's catalogue) find the ones updated since they last looked.
+_FLOAT_FIELDS = ("embedded_at", "published_ts", "updated_at")
 # Papers per page of ``papers_since``.
 PAGE = 2_000
 
@@ -104,9 +106,9 @@ class VectorStore(Protocol):
     def papers_since(
         self, since: float, fields: Sequence[str] = (), page: int = PAGE
     ) -> Iterator[list[StoredPaper]]:
-        """Every paper with ``embedded_at >= since``, with its vector, ``page`` at a time and with
-        only ``paper_id`` and ``fields`` of its payload: for work over all recent papers (100k
-        vectors: ~4 s, ~200 MB at a time)."""
+        """Every paper embedded or updated (``updated_at``) since ``since``, with its vector,
+        ``page`` at a time and with only ``paper_id`` and ``fields`` of its payload: for work
+        over all recent papers (100k vectors: ~4 s, ~200 MB at a time)."""
 
     def count(self) -> int: ...
 
@@ -154,6 +156,26 @@ def _hits(points: Iterable[Any]) -> list[Hit]:
         if payload:
             hits.append(Hit(payload["paper_id"], p.score, payload, _array(p.vector)))
     return hits
+
+
+def _server_changed_since(since: float) -> models.Filter:
+    """Papers embedded or updated at or after ``since`` (unix seconds), for a Qdrant server."""
+    return models.Filter(
+        should=[
+            models.FieldCondition(key=key, range=models.Range(gte=since))
+            for key in ("embedded_at", "updated_at")
+        ]
+    )
+
+
+def _edge_changed_since(since: float) -> edge.Filter:
+    """Papers embedded or updated at or after ``since`` (unix seconds), for Qdrant Edge."""
+    return edge.Filter(
+        should=[
+            edge.FieldCondition(key, range=edge.RangeFloat(gte=since))
+            for key in ("embedded_at", "updated_at")
+        ]
+    )
 
 
 def _server_since(since: float) -> models.Filter:
@@ -329,7 +351,7 @@ class QdrantServerStore:
         while True:
             records, offset = self._client.scroll(
                 COLLECTION,
-                scroll_filter=_server_since(since),
+                scroll_filter=_server_changed_since(since),
                 limit=page,
                 offset=offset,
                 with_payload=["paper_id", *fields],
@@ -386,6 +408,13 @@ class QdrantEdgeStore:
         except Exception:
             self._lock_file.close()
             raise
+        if self._shard is not None:  # indexes added since the shard was created
+            known = self._shard.info().payload_schema
+            for name in _FLOAT_FIELDS:
+                if name not in known:
+                    self._shard.update(
+                        edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Float)
+                    )
         # A shard created before the int8 index stays as it was: optimize() would build it the
         # default HNSW graph, for minutes, holding the process.
         self._indexed = self._shard is not None and _has_int8_index(self._dir)
@@ -540,7 +569,7 @@ class QdrantEdgeStore:
                 edge.ScrollRequest(
                     offset=offset,
                     limit=page,
-                    filter=_edge_since(since),
+                    filter=_edge_changed_since(since),
                     with_payload=["paper_id", *fields],
                     with_vector=True,
                 )

@@ -259,6 +259,23 @@ def test_papers_since_pages_through_every_recent_paper_with_its_vector_and_the_f
         np.testing.assert_allclose(found[f"p{i}"].vector, vectors[i], atol=1e-6)
 
 
+def test_papers_since_also_gives_papers_updated_since_though_embedded_before(
+    store: VectorStore,
+) -> None:
+    vectors = unit_vectors(3)
+    store.upsert(
+        [paper(f"p{i}", v, embedded_at=1.0, updated_at=1.0) for i, v in enumerate(vectors)]
+    )
+    # A new version of p1 (or its popularity): embedded_at keeps its first value (embed's
+    # planning.payload_for), updated_at moves.
+    store.upsert([paper("p1", vectors[2], embedded_at=1.0, updated_at=9.0, title="v2")])
+
+    found = [p for page in store.papers_since(5.0, ("title",)) for p in page]
+
+    assert [(p.paper_id, p.payload["title"]) for p in found] == [("p1", "v2")]
+    np.testing.assert_allclose(found[0].vector, vectors[2], atol=1e-6)
+
+
 def test_papers_survive_closing_and_reopening_the_store(open_store: OpenStore) -> None:
     vectors = unit_vectors(4)
     store = open_store()

@@ -152,6 +152,24 @@ async def test_catalogued_papers_come_from_memory_and_only_newer_ones_from_the_s
     vectors.close()
 
 
+async def test_a_paper_updated_since_the_last_pass_is_catalogued_again(tmp_path):
+    recommender, vectors = co_saving_service(tmp_path, embedded_at=1.0)
+    recommender._index_papers()
+    assert recommender.catalogue.papers(["new"])["new"].payload["title"].endswith("new")
+    # A new version: embed keeps embedded_at and moves updated_at (planning.payload_for).
+    encoder = HashingEncoder()
+    update = {"new": "sparse mixture of experts, a new version"}
+    vectors.upsert(stored_papers(update, encoder, at=1.0, updated_at=time.time()))
+
+    recommender._index_papers()
+
+    [held] = recommender._candidates(["new"]).vectors
+    np.testing.assert_array_equal(held, encoder.encode(list(update.values()))[0])
+    assert recommender.catalogue.papers(["new"])["new"].payload["title"] == update["new"]
+    await recommender.close()
+    vectors.close()
+
+
 class ReadCounting(QdrantEdgeStore):
     """The real Edge store, noting the ``since`` of every read of recently embedded papers."""
 

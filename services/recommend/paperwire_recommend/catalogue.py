@@ -4,8 +4,9 @@ A request ranks ~700 papers. Read from the vector store with their payloads and 
 split into words, they cost a 200-paper library's first request ~35 of its ~85 ms (in-process,
 100k papers; 39-45 ms with the catalogue: bench/README.md). recommend reads every paper once
 instead, in the background (``Recommender._index_papers``, then every co-save refresh interval
-for papers embedded since), and a request gathers rows of arrays. A paper embedded since the last pass is not here yet: the
-request reads it from the store as before (``Candidates.of``).
+for papers embedded or updated since), and a request gathers rows of arrays. A paper embedded
+since the last pass is not here yet: the request reads it from the store as before
+(``Candidates.of``); one updated since (a new version, its popularity) is here as it was.
 
 ~3 KB a paper (384-d float32 vector 1.5 KB, words ~1.1 KB, title, categories, authors): ~320 MB
 for the latency benchmark's 100k papers (vectors 180 MB with spare rows, words 115 MB).
