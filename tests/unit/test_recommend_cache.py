@@ -207,6 +207,37 @@ async def test_the_digests_of_a_tick_read_the_days_papers_once_then_only_newer_o
     vectors.close()
 
 
+async def test_the_digests_of_a_tick_rank_candidates_built_once_until_a_paper_arrives(
+    tmp_path, monkeypatch
+):
+    built: list[int] = []
+    build = Candidates.of
+
+    def counted(cls: Any, papers: Any) -> Candidates:
+        built.append(len(papers))
+        return build(papers)
+
+    monkeypatch.setattr(Candidates, "of", classmethod(counted))
+    encoder = HashingEncoder()
+    vectors = QdrantEdgeStore(tmp_path / "qdrant")
+    now = time.time()
+    day = now - 86_400
+    vectors.upsert(stored_papers({"a": "LoRA adapters", "b": "Gaussian splats"}, encoder, at=now))
+    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+
+    first, papers = recommender.recent_candidates(day)
+    again, _ = recommender.recent_candidates(day + 60)
+    later, _ = recommender.recent_candidates(now + 3_600)  # a user whose last digest was later
+    assert built == [2] and first.ids == again.ids == ["a", "b"] and later.ids == []
+    assert set(papers) == {"a", "b"}
+    vectors.upsert(stored_papers({"c": "a paper embedded between two digests"}, encoder, at=now))
+    found, papers = recommender.recent_candidates(day)
+    assert built == [2, 3] and found.ids == ["a", "b", "c"] and "c" in papers
+    vectors.close()
+
+
 class SearchRecording(QdrantEdgeStore):
     """The real Edge store, noting every paper a search found."""
 
