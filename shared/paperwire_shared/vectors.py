@@ -259,6 +259,13 @@ class QdrantServerStore:
     def _collection_exists(self) -> bool:
         if not self._exists:
             self._exists = self._client.collection_exists(COLLECTION)
+            if self._exists:  # indexes added since the collection was created
+                known = self._client.get_collection(COLLECTION).payload_schema
+                for name in _FLOAT_FIELDS:
+                    if name not in known:
+                        self._client.create_payload_index(
+                            COLLECTION, name, models.PayloadSchemaType.FLOAT
+                        )
         return self._exists
 
     def _create_collection(self, size: int) -> None:

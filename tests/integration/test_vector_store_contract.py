@@ -402,6 +402,16 @@ def old_edge_shard(path: Path, found: np.ndarray) -> None:
     shard.close()
 
 
+def test_an_edge_shard_created_before_a_payload_index_gets_it_when_opened(tmp_path: Path) -> None:
+    old_edge_shard(tmp_path, unit_vectors(3))  # created with no payload index at all
+    store = QdrantEdgeStore(tmp_path)
+    try:
+        assert set(vectors._FLOAT_FIELDS) <= set(edge_info(store).payload_schema)
+        assert {p.paper_id for page in store.papers_since(0.0) for p in page} == {"p0", "p1", "p2"}
+    finally:
+        store.close()
+
+
 def test_rebuilding_an_old_edge_shard_gives_it_the_int8_index_and_keeps_every_paper_as_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
