@@ -219,13 +219,19 @@ async def test_the_app_imports_dropped_files_in_the_background_and_counts_them(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
             healthz = await http.get("/healthz")
-            metrics = (await http.get("/metrics")).text
+            # The poller moves a file to done/ before it counts it (on_result): wait for both.
+            done = 'paperwire_ingest_inbox_files_total{outcome="done"} 1.0'
+            for _ in range(500):
+                metrics = (await http.get("/metrics")).text
+                if done in metrics:
+                    break
+                await asyncio.sleep(0.01)
 
     assert [p.title for p in papers] == ["One", "Two"]
     assert healthz.status_code == 200
     assert 'paperwire_papers_ingested_total{source="file"} 2.0' in metrics
     assert 'paperwire_ingest_bad_lines_total{source="file"} 1.0' in metrics
-    assert 'paperwire_ingest_inbox_files_total{outcome="done"} 1.0' in metrics
+    assert done in metrics
 
 
 def test_settings_come_from_the_documented_environment_names(
