@@ -158,36 +158,24 @@ def _hits(points: Iterable[Any]) -> list[Hit]:
     return hits
 
 
-def _server_changed_since(since: float) -> models.Filter:
-    """Papers embedded or updated at or after ``since`` (unix seconds), for a Qdrant server."""
+# ``embedded_since`` reads papers by when they were first embedded; ``papers_since`` also by
+# when they were last written.
+_EMBEDDED = ("embedded_at",)
+_CHANGED = ("embedded_at", "updated_at")
+
+
+def _server_since(since: float, fields: Sequence[str] = _EMBEDDED) -> models.Filter:
+    """Papers with any of ``fields`` at or after ``since`` (unix seconds), for a Qdrant server."""
     return models.Filter(
-        should=[
-            models.FieldCondition(key=key, range=models.Range(gte=since))
-            for key in ("embedded_at", "updated_at")
-        ]
+        should=[models.FieldCondition(key=f, range=models.Range(gte=since)) for f in fields]
     )
 
 
-def _edge_changed_since(since: float) -> edge.Filter:
-    """Papers embedded or updated at or after ``since`` (unix seconds), for Qdrant Edge."""
+def _edge_since(since: float, fields: Sequence[str] = _EMBEDDED) -> edge.Filter:
+    """Papers with any of ``fields`` at or after ``since`` (unix seconds), for Qdrant Edge."""
     return edge.Filter(
-        should=[
-            edge.FieldCondition(key, range=edge.RangeFloat(gte=since))
-            for key in ("embedded_at", "updated_at")
-        ]
+        should=[edge.FieldCondition(f, range=edge.RangeFloat(gte=since)) for f in fields]
     )
-
-
-def _server_since(since: float) -> models.Filter:
-    """Papers embedded at or after ``since`` (unix seconds), for a Qdrant server."""
-    return models.Filter(
-        must=[models.FieldCondition(key="embedded_at", range=models.Range(gte=since))]
-    )
-
-
-def _edge_since(since: float) -> edge.Filter:
-    """Papers embedded at or after ``since`` (unix seconds), for Qdrant Edge."""
-    return edge.Filter(must=[edge.FieldCondition("embedded_at", range=edge.RangeFloat(gte=since))])
 
 
 # ``QdrantEdgeStore.rebuild``: the new shard is built beside the old one, which is moved aside
@@ -214,11 +202,21 @@ def _new_edge_shard(shard_dir: Path, size: int) -> edge.EdgeShard:
         ),
     )
     shard = edge.EdgeShard.create(str(shard_dir), config)
-    for name in _KEYWORD_FIELDS:
-        shard.update(edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Keyword))
-    for name in _FLOAT_FIELDS:
-        shard.update(edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Float))
+    _edge_indexes(shard)
     return shard
+
+
+def _edge_indexes(shard: edge.EdgeShard) -> None:
+    """Index the payload fields the shard does not index yet (all of them, new; those added
+    since, one created by an earlier version)."""
+    known = shard.info().payload_schema
+    for names, kind in (
+        (_KEYWORD_FIELDS, edge.PayloadSchemaType.Keyword),
+        (_FLOAT_FIELDS, edge.PayloadSchemaType.Float),
+    ):
+        for name in names:
+            if name not in known:
+                shard.update(edge.UpdateOperation.create_field_index(name, kind))
 
 
 def _restore(shard_dir: Path) -> None:
@@ -259,14 +257,21 @@ class QdrantServerStore:
     def _collection_exists(self) -> bool:
         if not self._exists:
             self._exists = self._client.collection_exists(COLLECTION)
-            if self._exists:  # indexes added since the collection was created
-                known = self._client.get_collection(COLLECTION).payload_schema
-                for name in _FLOAT_FIELDS:
-                    if name not in known:
-                        self._client.create_payload_index(
-                            COLLECTION, name, models.PayloadSchemaType.FLOAT
-                        )
+            if self._exists:
+                self._indexes()
         return self._exists
+
+    def _indexes(self) -> None:
+        """Index the payload fields the collection does not index yet (all of them, new; those
+        added since, one created by an earlier version)."""
+        known = self._client.get_collection(COLLECTION).payload_schema
+        for names, kind in (
+            (_KEYWORD_FIELDS, models.PayloadSchemaType.KEYWORD),
+            (_FLOAT_FIELDS, models.PayloadSchemaType.FLOAT),
+        ):
+            for name in names:
+                if name not in known:
+                    self._client.create_payload_index(COLLECTION, name, kind)
 
     def _create_collection(self, size: int) -> None:
         try:
@@ -278,10 +283,7 @@ class QdrantServerStore:
             # Another writer may have created it between our check and our create (409).
             if not self._client.collection_exists(COLLECTION):
                 raise
-        for name in _KEYWORD_FIELDS:
-            self._client.create_payload_index(COLLECTION, name, models.PayloadSchemaType.KEYWORD)
-        for name in _FLOAT_FIELDS:
-            self._client.create_payload_index(COLLECTION, name, models.PayloadSchemaType.FLOAT)
+        self._indexes()
         self._exists = True
 
     def upsert(self, papers: Sequence[StoredPaper]) -> None:
@@ -358,7 +360,7 @@ class QdrantServerStore:
         while True:
             records, offset = self._client.scroll(
                 COLLECTION,
-                scroll_filter=_server_changed_since(since),
+                scroll_filter=_server_since(since, _CHANGED),
                 limit=page,
                 offset=offset,
                 with_payload=["paper_id", *fields],
@@ -415,13 +417,8 @@ class QdrantEdgeStore:
         except Exception:
             self._lock_file.close()
             raise
-        if self._shard is not None:  # indexes added since the shard was created
-            known = self._shard.info().payload_schema
-            for name in _FLOAT_FIELDS:
-                if name not in known:
-                    self._shard.update(
-                        edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Float)
-                    )
+        if self._shard is not None:
+            _edge_indexes(self._shard)
         # A shard created before the int8 index stays as it was: optimize() would build it the
         # default HNSW graph, for minutes, holding the process.
         self._indexed = self._shard is not None and _has_int8_index(self._dir)
@@ -576,7 +573,7 @@ class QdrantEdgeStore:
                 edge.ScrollRequest(
                     offset=offset,
                     limit=page,
-                    filter=_edge_changed_since(since),
+                    filter=_edge_since(since, _CHANGED),
                     with_payload=["paper_id", *fields],
                     with_vector=True,
                 )
