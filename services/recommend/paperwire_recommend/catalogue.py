@@ -15,8 +15,8 @@ for the latency benchmark's 100k papers (vectors 180 MB with spare rows, words 1
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,14 +61,17 @@ class Candidates:
     facts: Facts
 
     @classmethod
-    def of(cls, papers: Sequence[StoredPaper]) -> Candidates:
-        """From stored papers with their vectors and payloads (``FIELDS`` at least)."""
+    def of(
+        cls, papers: Sequence[StoredPaper], split: Callable[[str], Words] = words_of
+    ) -> Candidates:
+        """From stored papers with their vectors and payloads (``FIELDS`` at least); ``split``
+        gives a text's words (cached by default)."""
         kept = [p for p in papers if p.vector is not None]
         dim = kept[0].vector.shape[-1] if kept else 0  # type: ignore[union-attr]
         return cls(
             [p.paper_id for p in kept],
             np.stack([p.vector for p in kept]) if kept else np.zeros((0, dim), np.float32),  # type: ignore[misc]
-            [words_of(paper_text(p.payload)) for p in kept],
+            [split(paper_text(p.payload)) for p in kept],
             facts_of([p.payload for p in kept]),
         )
 
@@ -167,26 +170,25 @@ class Catalogue:
                 at.titles.append("")
                 at.categories.append(())
                 at.authors.append(())
-            for paper in papers:
-                row, payload = rows[paper.paper_id], paper.payload
-                at.vectors[row] = paper.vector
-                at.published[row] = _number(payload, "published_ts")
-                at.popularity[row] = _number(payload, "popularity")
-                at.words[row] = text_words(paper_text(payload))  # not cached: read once
-                at.titles[row] = str(payload.get("title", paper.paper_id))
-                at.categories[row] = tuple(payload.get("categories") or ())
-                at.authors[row] = tuple(payload.get("authors") or ())
+            found = Candidates.of(papers, split=text_words)  # not cached: each is read once
+            at_rows = np.fromiter((rows[p] for p in found.ids), np.intp, len(found))
+            at.vectors[at_rows] = found.vectors
+            at.published[at_rows] = found.facts.published
+            at.popularity[at_rows] = found.facts.popularity
+            for row, paper, words, categories, authors in zip(
+                at_rows,
+                papers,
+                found.words,
+                found.facts.categories or (),
+                found.facts.authors or (),
+                strict=True,
+            ):
+                at.words[row] = words
+                at.titles[row] = str(paper.payload.get("title", paper.paper_id))
+                at.categories[row] = tuple(categories)
+                at.authors[row] = tuple(authors)
             # Published last: a reader holding the previous snapshot reads only its own rows.
-            self._at = _Rows(
-                rows,
-                at.vectors,
-                at.published,
-                at.popularity,
-                at.words,
-                at.titles,
-                at.categories,
-                at.authors,
-            )
+            self._at = replace(at, rows=rows)
 
     @staticmethod
     def _grown(at: _Rows, needed: int, dim: int) -> _Rows:
