@@ -193,16 +193,16 @@ async def test_the_digests_of_a_tick_read_the_days_papers_once_then_only_newer_o
     store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
     recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
 
-    assert {p.paper_id for p in recommender.recent_papers(day)} == {"a", "b"}
+    assert set(recommender.recent_candidates(day)[0].ids) == {"a", "b"}
     vectors.upsert(stored_papers({"c": "a paper embedded between two digests"}, encoder, at=now))
-    assert {p.paper_id for p in recommender.recent_papers(day + 60)} == {"a", "b", "c"}
+    assert set(recommender.recent_candidates(day + 60)[0].ids) == {"a", "b", "c"}
     # The second digest read only what was embedded since the first read (less a clock slack).
     assert vectors.reads[0] == day and vectors.reads[1] > now - 120
     # A digest looking further back reads again; after the tick, everything is read again.
-    assert "old" in {p.paper_id for p in recommender.recent_papers(day - 7_200)}
+    assert "old" in recommender.recent_candidates(day - 7_200)[0].ids
     assert vectors.reads[2] == day - 7_200
     recommender.forget_recent()
-    recommender.recent_papers(day)
+    recommender.recent_candidates(day)
     assert vectors.reads[3] == day and len(vectors.reads) == 4
     vectors.close()
 

@@ -322,8 +322,9 @@ def _found(docs: Sequence[Words], rows: Mapping[int, int], n: int) -> np.ndarray
     """An ``n`` × text boolean matrix: row ``rows[h]`` is set for each text holding word hash ``h``.
 
     Each of the texts' words is looked up in a table of the wanted hashes by its low bits, then
-    compared whole: ~1 ms for 2,000 arXiv texts (250k words), where a binary search
-    (``np.searchsorted``, kept for wanted hashes that share low bits) took ~5 ms."""
+    compared whole: matching an interest's terms against 2,000 arXiv texts (250k words) took
+    8.1 ms (median, standalone), against 11.4 ms by binary search (``np.searchsorted``, kept for
+    wanted hashes that share low bits)."""
     found = np.zeros((n, len(docs)), bool)
     if not rows or not docs:
         return found

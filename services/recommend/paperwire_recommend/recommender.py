@@ -247,11 +247,11 @@ class Recommender:
     def _index_papers(self) -> None:
         """Catalogue every paper embedded or updated since the last pass (a new version, its
         popularity) and find its nearest saved papers (the first pass, or after ``Nearest``
-        started afresh: every paper), so that neither a
-        request nor a digest pays for either. Nearest saved papers: ~0.15 ms a paper at 25k
-        saved papers (15 s at 100k papers, in the background), where a first request paid ~15 ms;
-        requests would find the same papers' neighbours one by one, so memory ends up the same
-        (~0.6 KB a paper). The catalogue: see ``catalogue``."""
+        started afresh: every paper), so that neither a request nor a digest pays for either.
+        Nearest saved papers: ~0.15 ms a paper at 25k saved papers (15 s at 100k papers, in the
+        background), where a first request paid ~15 ms; requests would find the same papers'
+        neighbours one by one, so memory ends up the same (~0.6 KB a paper). The catalogue: see
+        ``catalogue``."""
         started = time.time()
         nearest = len(self.nearest) > NEIGHBOURS  # too few saved papers: nothing is carried yet
         since = self._indexed_since or 0.0
@@ -335,13 +335,9 @@ class Recommender:
             self._recent = replace(recent, read_at=now)
         return self._recent
 
-    def recent_papers(self, since: float) -> list[StoredPaper]:
-        """Papers embedded since ``since`` (unix seconds, with vectors): a digest's candidates."""
-        papers = self._read_recent(since).papers.values()
-        return [p for p in papers if _embedded_at(p) >= since][:MAX_DIGEST_CANDIDATES]
-
     def recent_candidates(self, since: float) -> tuple[Candidates, dict[str, StoredPaper]]:
-        """``recent_papers`` as ranking takes them, and the papers by id."""
+        """A digest's candidates: the papers embedded since ``since`` (unix seconds), as ranking
+        takes them, and the papers read (by id), for their payloads."""
         recent = self._read_recent(since)
         keep = np.flatnonzero(recent.embedded >= since)[:MAX_DIGEST_CANDIDATES]
         return recent.candidates.select(keep), recent.papers
