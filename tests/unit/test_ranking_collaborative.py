@@ -49,6 +49,14 @@ def test_a_walk_repeated_for_the_same_library_is_the_same_whatever_its_caller_di
     assert np.array_equal(cosaves.walk(["mine"]), expected)
 
 
+def test_walks_at_two_alphas_in_turn_are_each_what_a_fresh_build_walks():
+    cosaves = CoSaves(pairs())
+    for _ in range(2):  # a request walks at this build's alpha and at CARRIED_ALPHA
+        for alpha in (None, 0.5):
+            fresh = CoSaves(pairs()).walk(["mine"], alpha)
+            assert np.array_equal(cosaves.walk(["mine"], alpha), fresh)
+
+
 def test_beta_discounts_papers_that_everyone_saves():
     # "often" is co-saved 3 times but saved by 3 readers; "rare" once, by 1 reader.
     flat = CoSaves(pairs(), beta=0.0).scores(["mine"], ["often", "rare"])

@@ -91,9 +91,10 @@ class CoSaves:
         self._nearest: Nearest | None = None
         # Nearest's rows (its ids list) and their columns here, extended as it grows
         self._columns_of: tuple[list[str] | None, np.ndarray] = (None, np.zeros(0, np.int64))
-        # The last walk, by positives and alpha: a request walks from the same library for its
-        # co-saved candidates (``neighbours``) and their scores (``scores``).
-        self._last_walk: tuple[tuple[tuple[str, ...], float], np.ndarray] | None = None
+        # The last walk at each alpha, by positives: a request walks from the same library for its
+        # co-saved candidates (``neighbours``), their scores (``scores``) and, at
+        # ``CARRIED_ALPHA``, what is carried to new papers (``carried``).
+        self._last_walks: dict[float, tuple[tuple[str, ...], np.ndarray]] = {}
 
     def attach(self, nearest: Nearest) -> None:
         """Find new papers' nearest saved papers with ``nearest`` (synced with this build's saved
@@ -107,8 +108,8 @@ class CoSaves:
         """Score of every known paper (in ``self.ids`` order) from the user's positives, with
         ``alpha`` (default: this build's). A new array each call: callers may change it."""
         alpha = self.alpha if alpha is None else alpha
-        key = (tuple(positives), alpha)
-        last = self._last_walk  # one read: requests run in threads
+        key = tuple(positives)
+        last = self._last_walks.get(alpha)  # one read: requests run in threads
         if last is not None and last[0] == key:
             return last[1].copy()
         rows = [self.papers[p] for p in positives if p in self.papers]
@@ -118,7 +119,7 @@ class CoSaves:
         readers = self._readers_of[rows].T @ to_readers
         reached = self._saves.T @ (readers * self._library_sizes**-alpha)
         walked = reached * self._penalty
-        self._last_walk = (key, walked.copy())
+        self._last_walks[alpha] = (key, walked.copy())
         return walked
 
     def scores(self, positives: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
