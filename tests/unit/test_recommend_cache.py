@@ -318,3 +318,39 @@ async def test_while_recommend_runs_numpy_multiplies_on_one_thread_then_as_befor
         assert blas_threads() == before
         vectors.close()
         store.close()
+
+
+async def test_the_api_ranks_catalogued_papers_with_their_rows_whitened_once_in_its_space(
+    tmp_path, monkeypatch
+):
+    """The catalogue holds each paper whitened in the current space, as are the reference
+    papers: what ranking is handed is what it would have computed itself."""
+    encoder = HashingEncoder(dim=16)  # 80 papers fit a 16-d space (Space.MIN_PAPERS_PER_DIM)
+    titles = {f"nerf-{i}": f"neural radiance fields scene {i}" for i in range(40)}
+    titles |= {f"lora-{i}": f"low-rank adapters LoRA variant {i}" for i in range(40)}
+    vectors = QdrantEdgeStore(tmp_path / "qdrant")
+    vectors.upsert(stored_papers(titles, encoder, at=1.0))
+    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
+    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    interest = Interest("lora", text="low-rank adapters", seed_paper_ids=["lora-0"])
+    user = store.create_user("a@example.org", "daily", 5, [interest], datetime.now(UTC))
+    space = await recommender.space()
+    assert space is not None
+    recommender._index_papers()  # the background pass: every paper catalogued, and whitened
+    handed = []
+    real_rank = recommender_module.rank
+
+    def spy(evidence: Any, paper_ids: Any, vectors: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append((vectors, kwargs["whitened"]))
+        return real_rank(evidence, paper_ids, vectors, *args, **kwargs)
+
+    monkeypatch.setattr(recommender_module, "rank", spy)
+
+    assert await recommender.recommend(user, 3)
+    [(raw, whitened)] = handed
+    # All 80: the searches found some, the reference papers (every paper here) are the rest.
+    assert whitened is not None and len(whitened) == len(raw) == len(titles)
+    np.testing.assert_allclose(whitened, space.apply(raw), atol=1e-5)
+    await recommender.close()
+    vectors.close()

@@ -428,6 +428,7 @@ def rank(
     exclude: frozenset[str] | set[str] = frozenset(),
     lexical_weight: float = LEXICAL_WEIGHT,
     space: Space | None = None,
+    whitened: np.ndarray | None = None,
     collaborative: np.ndarray | None = None,
     carried: np.ndarray | None = None,
     crowding: np.ndarray | None = None,
@@ -440,7 +441,8 @@ def rank(
     """The ``k`` best papers among ``paper_ids`` (rows of unit ``vectors``), best first.
 
     ``space``: whiten evidence, papers and dislikes before comparing (None: they already are, or
-    plain cosine). ``texts`` (title and abstract per paper) turn on word matching and keyword rules;
+    plain cosine); ``whitened``: ``space.apply(vectors)``, where the caller holds it (recommend's
+    catalogue). ``texts`` (title and abstract per paper) turn on word matching and keyword rules;
     ``words``, each text's ``words_of``, where the caller holds them, stand for ``texts``.
     ``collaborative``: a co-save score per paper; ``carried`` and ``crowding``: co-saves carried to
     each paper from the saved papers most like it, and its mean cosine to them
@@ -453,7 +455,10 @@ def rank(
         return []
     n = len(paper_ids)
     raw_evidence = np.stack([e.vector for e in evidence]).astype(np.float32)
-    papers = space.apply(vectors) if space else np.asarray(vectors, np.float32)
+    if space is None:
+        papers = np.asarray(vectors, np.float32)
+    else:
+        papers = space.apply(vectors) if whitened is None else whitened
     ev = space.apply(raw_evidence) if space else raw_evidence
     sims = ev @ papers.T  # evidence × papers
     matched = None

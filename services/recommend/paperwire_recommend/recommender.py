@@ -222,14 +222,19 @@ class Recommender:
 
     def _fit_space(self) -> tuple[Space | None, Candidates]:
         """The whitened space of a sample of the stored papers, and ``API_REFERENCE_PAPERS`` of
-        them drawn at random (seeded: the same papers give the same draw). A tuple, so "no space
-        yet" (too few papers) is still a cached value."""
+        them drawn at random (seeded: the same papers give the same draw), whitened in it as the
+        catalogue's papers are from then on. A tuple, so "no space yet" (too few papers) is still
+        a cached value."""
         sample = self.vectors.embedded_since(0.0, self.settings.space_sample)
         found = [(p, p.vector) for p in sample if p.vector is not None]
         space = Space.fit(np.stack([v for _, v in found])) if found else None
         log.info("whitened space %s from %d papers", "fitted" if space else "skipped", len(found))
         drawn = np.random.default_rng(0).permutation(len(found))[:API_REFERENCE_PAPERS]
-        return space, Candidates.of([found[i][0] for i in sorted(drawn)])
+        reference = Candidates.of([found[i][0] for i in sorted(drawn)])
+        self.catalogue.whiten(space)
+        if space is None:
+            return space, reference
+        return space, replace(reference, whitened=space.apply(reference.vectors), space=space)
 
     def _build_cosaves(self) -> CoSaves:
         cosaves = CoSaves(self.store.library_pairs())
@@ -466,6 +471,7 @@ class Recommender:
             min_score=min_score,
             exclude=profile.exclude | scale_only,
             space=space,
+            whitened=candidates.whitened_in(space),
             collaborative=cosaves.scores(profile.library, ids) if len(cosaves) else None,
             carried=carried,
             crowding=crowding,
