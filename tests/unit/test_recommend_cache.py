@@ -238,6 +238,45 @@ async def test_the_digests_of_a_tick_rank_candidates_built_once_until_a_paper_ar
     vectors.close()
 
 
+async def test_the_digests_of_a_tick_whiten_the_days_papers_once_until_a_paper_arrives(
+    tmp_path, monkeypatch
+):
+    encoder = HashingEncoder(dim=16)  # 40 papers fit a 16-d space (Space.MIN_PAPERS_PER_DIM)
+    vectors = QdrantEdgeStore(tmp_path / "qdrant")
+    now = time.time()
+    day = now - 86_400
+    titles = {f"p{i}": f"paper {i} on topic {i % 5}" for i in range(40)}
+    vectors.upsert(stored_papers(titles, encoder, at=now))
+    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    space = await recommender.space()
+    assert space is not None
+    whitened: list[int] = []
+    apply = type(space).apply
+
+    def counted(self: Any, rows: Any) -> Any:
+        whitened.append(len(rows))
+        return apply(self, rows)
+
+    monkeypatch.setattr(type(space), "apply", counted)
+
+    first, _ = recommender.recent_candidates(day, space)
+    again, _ = recommender.recent_candidates(day + 60, space)
+
+    assert whitened == [40]
+    for found in (first, again):
+        np.testing.assert_allclose(
+            found.whitened_in(space),  # type: ignore[arg-type]
+            apply(space, found.vectors),
+            atol=1e-6,
+        )
+    vectors.upsert(stored_papers({"new": "a paper embedded between two digests"}, encoder, at=now))
+    assert "new" in recommender.recent_candidates(day, space)[0].ids
+    assert whitened == [40, 41]
+    vectors.close()
+
+
 class SearchRecording(QdrantEdgeStore):
     """The real Edge store, noting every paper a search found."""
 

@@ -84,43 +84,27 @@ def test_vectors_of_another_size_start_the_catalogue_afresh():
     np.testing.assert_array_equal(catalogue.candidates(["a"]).vectors, bigger[None, :])
 
 
-def test_whitened_rows_are_the_space_applied_to_each_paper_added_before_or_after_or_again():
-    vectors = unit_rows(300, seed=1)
+
+def test_candidates_keep_their_whitened_vectors_through_select_and_join_in_one_space_only():
     space = Space.fit(unit_rows(100, seed=2))
-    assert space is not None
-    papers = [paper(f"p{i}", v) for i, v in enumerate(vectors)]
-    catalogue = Catalogue()
-    catalogue.add(papers[:10])
-    catalogue.whiten(space)
-    for start in range(10, 300, 70):  # added after, growing the arrays
-        catalogue.add(papers[start : start + 70])
-    again = unit_rows(1, seed=3)[0]
-    catalogue.add([paper("p5", again)])  # embedded again
-
-    asked = ["p299", "p5", "p7", "p150"]
-    found = catalogue.candidates(asked)
-
-    expected = space.apply(np.stack([vectors[299], again, vectors[7], vectors[150]]))
-    np.testing.assert_allclose(found.whitened_in(space), expected, atol=1e-6)
-    assert found.whitened_in(Space.fit(unit_rows(100, seed=4))) is None  # another fit
-    np.testing.assert_allclose(found.select([2, 0]).whitened_in(space), expected[[2, 0]], atol=1e-6)
-    catalogue.whiten(None)
-    assert catalogue.candidates(asked).whitened_in(space) is None
-
-
-def test_candidates_joined_stay_whitened_only_if_both_halves_are_in_the_same_space():
-    space = Space.fit(unit_rows(100, seed=2))
+    other = Space.fit(unit_rows(100, seed=4))
     catalogue = Catalogue()
     catalogue.add([paper(f"p{i}", v) for i, v in enumerate(unit_rows(4))])
-    catalogue.whiten(space)
-    held = catalogue.candidates(["p0", "p1"])
-    also_held = catalogue.candidates(["p2"])
-    read = Candidates.of([paper("new", unit_rows(1, seed=5)[0])])  # not whitened
+    held = catalogue.candidates(["p0", "p1", "p2"])
+    assert held.whitened_in(space) is None  # the catalogue keeps none
 
-    both = held + also_held
+    kept = held.in_space(space)
+    np.testing.assert_allclose(kept.whitened_in(space), space.apply(held.vectors), atol=1e-6)  # type: ignore[arg-type]
+    assert kept.in_space(space) is kept and kept.whitened_in(other) is None
     np.testing.assert_allclose(
-        both.whitened_in(space), space.apply(both.vectors), atol=1e-6  # type: ignore[union-attr]
+        kept.select([2, 0]).whitened_in(space),  # type: ignore[arg-type]
+        space.apply(held.vectors[[2, 0]]),
+        atol=1e-6,
     )
-    assert (held + read).whitened_in(space) is None
-    assert (read + held).whitened_in(space) is None
-    assert (held + read).ids == ["p0", "p1", "new"]
+    read = Candidates.of([paper("new", unit_rows(1, seed=5)[0])])
+    both = kept + read.in_space(space)
+    assert both.ids == ["p0", "p1", "p2", "new"]
+    np.testing.assert_allclose(both.whitened_in(space), space.apply(both.vectors), atol=1e-6)  # type: ignore[arg-type]
+    assert (kept + read).whitened_in(space) is None
+    assert (read + kept).whitened_in(space) is None
+    assert (kept + read.in_space(other)).whitened_in(space) is None

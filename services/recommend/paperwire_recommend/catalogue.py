@@ -8,9 +8,8 @@ for papers embedded or updated since), and a request gathers rows of arrays. A p
 since the last pass is not here yet: the request reads it from the store as before
 (``Candidates.of``); one updated since (a new version, its popularity) is here as it was.
 
-~4.5 KB a paper (384-d float32 vector 1.5 KB and the same whitened, words ~1.1 KB, title,
-categories, authors): ~500 MB for the latency benchmark's 100k papers (vectors 180 MB with spare
-rows, whitened 180 MB, words 115 MB).
+~3 KB a paper (384-d float32 vector 1.5 KB, words ~1.1 KB, title, categories, authors): ~320 MB
+for the latency benchmark's 100k papers (vectors 180 MB with spare rows, words 115 MB).
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ FIELDS = ("title", "abstract", "categories", "authors", "published_ts", "popular
 # Rows allocated at a time beyond those filled: growing copies the arrays.
 _GROWTH = 1.25
 _MIN_ROWS = 1_024
-# Rows whitened at a time by ``Catalogue.whiten``.
-_WHITEN_BATCH = 8_192
 
 
 def paper_text(payload: Mapping[str, Any]) -> str:
@@ -56,8 +53,8 @@ def facts_of(payloads: Sequence[Mapping[str, Any]]) -> Facts:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Papers to rank, in columns: ids, unit vectors (rows), words and facts; where the holder
-    keeps them (the catalogue), the vectors whitened in ``space`` (``space.apply(vectors)``)."""
+    """Papers to rank, in columns: ids, unit vectors (rows), words and facts, and where kept
+    (``in_space``), the vectors whitened in ``space``."""
 
     ids: list[str]
     vectors: np.ndarray
@@ -66,8 +63,16 @@ class Candidates:
     whitened: np.ndarray | None = None
     space: Space | None = None
 
+    def in_space(self, space: Space | None) -> Candidates:
+        """These candidates with their vectors whitened in ``space`` kept (``whitened_in``), for
+        candidates ranked more than once: the reference papers of every API ranking, the day's
+        papers of every digest (~9 ms for 2,000 papers)."""
+        if space is None or self.whitened_in(space) is not None:
+            return self
+        return replace(self, whitened=space.apply(self.vectors), space=space)
+
     def whitened_in(self, space: Space | None) -> np.ndarray | None:
-        """``space.apply(self.vectors)`` if held, else None."""
+        """``space.apply(self.vectors)`` if kept, else None."""
         return self.whitened if space is not None and space is self.space else None
 
     @classmethod
@@ -144,8 +149,6 @@ class _Rows:
     titles: list[str]
     categories: list[tuple[str, ...]]
     authors: list[tuple[str, ...]]
-    space: Space | None = None  # rows whitened in it (``whiten``), in ``whitened``
-    whitened: np.ndarray | None = None
 
 
 class Catalogue:
@@ -174,8 +177,6 @@ class Catalogue:
             dim = papers[0].vector.shape[-1] if papers else 0  # type: ignore[union-attr]
             if papers and at.vectors.shape[1] not in (0, dim):
                 at = self._empty()  # the store was rebuilt for a model of another size
-            if at.space is not None and len(at.space.mean) != dim:
-                at = replace(at, space=None, whitened=None)
             new = [
                 p
                 for p in dict((p.paper_id, p) for p in papers).values()
@@ -193,8 +194,6 @@ class Catalogue:
             found = Candidates.of(papers, split=text_words)  # not cached: each is read once
             at_rows = np.fromiter((rows[p] for p in found.ids), np.intp, len(found))
             at.vectors[at_rows] = found.vectors
-            if at.space is not None and at.whitened is not None:
-                at.whitened[at_rows] = at.space.apply(found.vectors)
             at.published[at_rows] = found.facts.published
             at.popularity[at_rows] = found.facts.popularity
             for row, paper, words, categories, authors in zip(
@@ -212,23 +211,6 @@ class Catalogue:
             # Published last: a reader holding the previous snapshot reads only its own rows.
             self._at = replace(at, rows=rows)
 
-    def whiten(self, space: Space | None) -> None:
-        """Hold every paper's vector whitened in ``space`` too, from now on (None: none): a
-        request then gathers whitened rows instead of whitening ~800 candidates (~3.5 ms of a
-        200-paper library's request). 100k papers: ~0.5 s, and 150 MB beside the vectors."""
-        with self._adding:
-            at = self._at
-            dim = at.vectors.shape[1]
-            if space is None or dim not in (0, len(space.mean)):
-                self._at = replace(at, space=None, whitened=None)
-                return
-            whitened = np.zeros_like(at.vectors)
-            filled = len(at.rows)
-            for start in range(0, filled, _WHITEN_BATCH):
-                end = min(start + _WHITEN_BATCH, filled)
-                whitened[start:end] = space.apply(at.vectors[start:end])
-            self._at = replace(at, space=space, whitened=whitened)
-
     @staticmethod
     def _grown(at: _Rows, needed: int, dim: int) -> _Rows:
         size = max(int(needed * _GROWTH), _MIN_ROWS)
@@ -241,11 +223,6 @@ class Catalogue:
                 at.published[:n],
                 at.popularity[:n],
             )
-        whitened = None
-        if at.space is not None:
-            whitened = np.zeros((size, dim), np.float32)
-            if n and at.whitened is not None:
-                whitened[:n] = at.whitened[:n]
         # The lists are copied too: appending to them must not show in the previous snapshot's.
         return _Rows(
             at.rows,
@@ -256,8 +233,6 @@ class Catalogue:
             list(at.titles),
             list(at.categories),
             list(at.authors),
-            at.space,
-            whitened,
         )
 
     def candidates(self, paper_ids: Sequence[str]) -> Candidates:
@@ -275,8 +250,6 @@ class Catalogue:
                 published=at.published[rows],
                 popularity=at.popularity[rows],
             ),
-            at.whitened[rows] if at.whitened is not None and len(at.whitened) else None,
-            at.space if at.whitened is not None and len(at.whitened) else None,
         )
 
     def papers(self, paper_ids: Iterable[str]) -> dict[str, StoredPaper]:

@@ -179,7 +179,8 @@ class Answers:
 class _Recent:
     """The papers embedded since ``since``, as read from the vector store at ``read_at``, and as
     ranking takes them (``Candidates.of`` 2,000 papers took ~12 ms of every digest), with each
-    candidate's ``embedded_at``."""
+    candidate's ``embedded_at``; their vectors kept whitened in the current space (``space``).
+    """
 
     since: float
     read_at: float  # wall clock
@@ -188,8 +189,10 @@ class _Recent:
     embedded: np.ndarray
 
     @classmethod
-    def of(cls, since: float, read_at: float, papers: dict[str, StoredPaper]) -> _Recent:
-        candidates = Candidates.of(list(papers.values()))
+    def of(
+        cls, since: float, read_at: float, papers: dict[str, StoredPaper], space: Space | None
+    ) -> _Recent:
+        candidates = Candidates.of(list(papers.values())).in_space(space)
         embedded = np.asarray([_embedded_at(papers[p]) for p in candidates.ids], np.float64)
         return cls(since, read_at, papers, candidates, embedded)
 
@@ -222,19 +225,14 @@ class Recommender:
 
     def _fit_space(self) -> tuple[Space | None, Candidates]:
         """The whitened space of a sample of the stored papers, and ``API_REFERENCE_PAPERS`` of
-        them drawn at random (seeded: the same papers give the same draw), whitened in it as the
-        catalogue's papers are from then on. A tuple, so "no space yet" (too few papers) is still
-        a cached value."""
+        them drawn at random (seeded: the same papers give the same draw), kept whitened in it. A
+        tuple, so "no space yet" (too few papers) is still a cached value."""
         sample = self.vectors.embedded_since(0.0, self.settings.space_sample)
         found = [(p, p.vector) for p in sample if p.vector is not None]
         space = Space.fit(np.stack([v for _, v in found])) if found else None
         log.info("whitened space %s from %d papers", "fitted" if space else "skipped", len(found))
         drawn = np.random.default_rng(0).permutation(len(found))[:API_REFERENCE_PAPERS]
-        reference = Candidates.of([found[i][0] for i in sorted(drawn)])
-        self.catalogue.whiten(space)
-        if space is None:
-            return space, reference
-        return space, replace(reference, whitened=space.apply(reference.vectors), space=space)
+        return space, Candidates.of([found[i][0] for i in sorted(drawn)]).in_space(space)
 
     def _build_cosaves(self) -> CoSaves:
         cosaves = CoSaves(self.store.library_pairs())
@@ -307,7 +305,7 @@ class Recommender:
 
         self._nearest_task = asyncio.create_task(run())
 
-    def _read_recent(self, since: float) -> _Recent:
+    def _read_recent(self, since: float, space: Space | None) -> _Recent:
         """Papers embedded since ``since`` (unix seconds, with vectors), and more: a digest's
         candidates are those of them embedded since its own ``since``.
 
@@ -319,7 +317,7 @@ class Recommender:
         now = time.time()
         if recent is None or recent.since > since or now - recent.read_at > RECENT_MAX_AGE:
             read = self.vectors.embedded_since(since, MAX_DIGEST_CANDIDATES)
-            found = _Recent.of(since, now, {p.paper_id: p for p in read})
+            found = _Recent.of(since, now, {p.paper_id: p for p in read}, space)
             # A capped read is not all of them: another user's digest could not filter it.
             self._recent = found if len(read) < MAX_DIGEST_CANDIDATES else None
             return found
@@ -335,15 +333,19 @@ class Recommender:
         if changed:
             papers = dict(recent.papers)
             papers.update((p.paper_id, p) for p in changed)
-            self._recent = _Recent.of(recent.since, now, papers)
+            self._recent = _Recent.of(recent.since, now, papers, space)
         else:
-            self._recent = replace(recent, read_at=now)
+            # In the space of this digest: a tick that outlived a space fit whitens once more.
+            candidates = recent.candidates.in_space(space)
+            self._recent = replace(recent, read_at=now, candidates=candidates)
         return self._recent
 
-    def recent_candidates(self, since: float) -> tuple[Candidates, dict[str, StoredPaper]]:
+    def recent_candidates(
+        self, since: float, space: Space | None = None
+    ) -> tuple[Candidates, dict[str, StoredPaper]]:
         """A digest's candidates: the papers embedded since ``since`` (unix seconds), as ranking
-        takes them, and the papers read (by id), for their payloads."""
-        recent = self._read_recent(since)
+        takes them (kept whitened in ``space``), and the papers read (by id), for their payloads."""
+        recent = self._read_recent(since, space)
         keep = np.flatnonzero(recent.embedded >= since)[:MAX_DIGEST_CANDIDATES]
         return recent.candidates.select(keep), recent.papers
 
@@ -454,10 +456,15 @@ class Recommender:
         space: Space | None,
         cosaves: CoSaves,
         min_score: float = -1.0,
-        scale_only: frozenset[str] = frozenset(),
+        scale_only: Candidates | None = None,
     ) -> list[Ranked]:
         """The one ranking call behind both the API and the digests. ``scale_only``: candidates
-        that only set the scales, never recommended (``API_REFERENCE_PAPERS``)."""
+        that only set the scales, never recommended (``API_REFERENCE_PAPERS``), kept whitened."""
+        candidates = candidates.in_space(space)
+        exclude = profile.exclude
+        if scale_only is not None and len(scale_only):
+            candidates = candidates + scale_only
+            exclude = exclude | set(scale_only.ids)
         ids, vectors = candidates.ids, candidates.vectors
         evidence = np.stack([e.vector for e in profile.evidence])
         found = cosaves.carried(profile.library, ids, vectors, evidence, k)
@@ -469,7 +476,7 @@ class Recommender:
             k=k,
             words=candidates.words,
             min_score=min_score,
-            exclude=profile.exclude | scale_only,
+            exclude=exclude,
             space=space,
             whitened=candidates.whitened_in(space),
             collaborative=cosaves.scores(profile.library, ids) if len(cosaves) else None,
@@ -556,13 +563,7 @@ class Recommender:
         reference = await self.reference()
         scale_only = reference.select([i for i, p in enumerate(reference.ids) if p not in found])
         ranked = await asyncio.to_thread(
-            self._rank,
-            profile,
-            papers + scale_only,
-            k,
-            space,
-            cosaves,
-            scale_only=frozenset(scale_only.ids),
+            self._rank, profile, papers, k, space, cosaves, scale_only=scale_only
         )
         # Only the papers returned are read whole from the store.
         stored = await asyncio.to_thread(self.vectors.get, [r.paper_id for r in ranked])
@@ -577,10 +578,12 @@ class Recommender:
         since = await asyncio.to_thread(self.store.last_digest_at, user.id)
         if since is None:
             since = now - timedelta(days=self.settings.first_digest_lookback_days)
-        candidates, papers = await asyncio.to_thread(self.recent_candidates, since.timestamp())
+        space, cosaves = await self.space(), await self.cosaves()
+        candidates, papers = await asyncio.to_thread(
+            self.recent_candidates, since.timestamp(), space
+        )
         if not len(candidates):
             return "no new papers"
-        space, cosaves = await self.space(), await self.cosaves()
         ranked = await asyncio.to_thread(
             self._rank,
             profile,
