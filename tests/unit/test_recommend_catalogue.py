@@ -84,7 +84,6 @@ def test_vectors_of_another_size_start_the_catalogue_afresh():
     np.testing.assert_array_equal(catalogue.candidates(["a"]).vectors, bigger[None, :])
 
 
-
 def test_candidates_keep_their_whitened_vectors_through_select_and_join_in_one_space_only():
     space = Space.fit(unit_rows(100, seed=2))
     other = Space.fit(unit_rows(100, seed=4))

@@ -131,7 +131,7 @@ class Candidates:
                 published=np.concatenate([a.published, b.published]),
                 popularity=np.concatenate([a.popularity, b.popularity]),
             ),
-            np.concatenate([self.whitened, whitened]) if whitened is not None else None,  # type: ignore[list-item]
+            np.concatenate([self.whitened, whitened]) if whitened is not None else None,
             self.space if whitened is not None else None,
         )
 
