@@ -3,7 +3,10 @@
 Test-only. Settings come from the environment as in production (REDIS_URL, EMBED_..., NOTIFY_...);
 embed gets stand-ins instead of the model and with a way to take Qdrant away:
 
-- ``FAULTS_ENCODE_DELAY``: seconds each batch takes to encode (so a kill lands mid-batch);
+- ``FAULTS_ENCODE_DELAY``: seconds each batch takes to encode;
+- ``FAULTS_ENCODE_HOLD``: while this file exists, a batch waits before it is encoded once
+  ``FAULTS_ENCODE_HOLD_AFTER`` texts (default 0) have been, and says so by creating
+  ``<file>.holding`` (so a kill lands mid-batch, read and not acknowledged);
 - ``FAULTS_ENCODE_LOG``: a file where each encoded text's hash is appended (what the model ran on);
 - ``FAULTS_POISON``: text that makes the encoder raise (a paper no retry can fix);
 - ``FAULTS_QDRANT_DOWN``: while this file exists, Qdrant does not answer.
@@ -36,13 +39,25 @@ if TYPE_CHECKING:  # notify's process never loads the vector store (qdrant-clien
 class StandInEncoder(HashingEncoder):
     """The hashing stand-in, slowed down, logging what it encodes, refusing the poison text."""
 
-    def __init__(self, delay: float, log_file: Path | None, poison: str | None) -> None:
+    def __init__(
+        self,
+        delay: float,
+        log_file: Path | None,
+        poison: str | None,
+        hold: Path | None = None,
+        hold_after: int = 0,
+    ) -> None:
         super().__init__()
         self.delay, self.log_file, self.poison = delay, log_file, poison
+        self.hold, self.hold_after = hold, hold_after
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if self.poison and any(self.poison in text for text in texts):
             raise ValueError("the model cannot encode this text")
+        if self.hold is not None and sum(self.calls) >= self.hold_after and self.hold.exists():
+            Path(f"{self.hold}.holding").touch()
+            while self.hold.exists():
+                time.sleep(0.01)
         time.sleep(self.delay)
         vectors = super().encode(texts)
         if self.log_file is not None:
@@ -111,7 +126,11 @@ def embed_app() -> tuple[Any, int, VectorStore]:
     env = os.environ
     log_file = Path(env["FAULTS_ENCODE_LOG"]) if env.get("FAULTS_ENCODE_LOG") else None
     encoder = StandInEncoder(
-        float(env.get("FAULTS_ENCODE_DELAY", 0)), log_file, env.get("FAULTS_POISON")
+        float(env.get("FAULTS_ENCODE_DELAY", 0)),
+        log_file,
+        env.get("FAULTS_POISON"),
+        Path(env["FAULTS_ENCODE_HOLD"]) if env.get("FAULTS_ENCODE_HOLD") else None,
+        int(env.get("FAULTS_ENCODE_HOLD_AFTER", 0)),
     )
     inner = open_vector_store(settings.qdrant_url, settings.qdrant_path)
     store = OutageStore(inner, Path(env.get("FAULTS_QDRANT_DOWN", "/nonexistent")))

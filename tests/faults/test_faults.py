@@ -136,6 +136,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "EMBED_MAX_DELIVERIES": str(MAX_DELIVERIES),
             "FAULTS_ENCODE_DELAY": "0.05",
             "FAULTS_ENCODE_LOG": str(root / "encoded.log"),
+            "FAULTS_ENCODE_HOLD": str(root / "encode-hold"),
+            "FAULTS_ENCODE_HOLD_AFTER": "48",
             "FAULTS_POISON": POISON,
             "FAULTS_QDRANT_DOWN": str(root / "qdrant-down"),
         },
@@ -327,13 +329,24 @@ async def test_embed_killed_mid_batch_loses_no_paper_and_stores_each_once(
     stack.embed.stop()
     papers = [paper(n) for n in range(1, 201)]
     await ingest(stack, papers + papers[:20])  # 20 delivered twice, as a flaky producer would
+    # Once 48 papers are encoded the next batch waits, read and not acknowledged, to be encoded:
+    # the kill lands mid-batch however fast or slow embed gets there.
+    hold = stack.root / "encode-hold"
+    holding = Path(f"{hold}.holding")
+    hold.touch()
     stack.embed.start()  # its reads find a backlog: full batches from the first one
+
+    async def mid_batch() -> bool:
+        return holding.exists()
 
     async def some_embedded() -> bool:
         return await client.xlen(streams.PAPERS_EMBEDDED) >= 48
 
-    await eventually(some_embedded, what="a few batches embedded")
+    await eventually(mid_batch, what="a batch held before it is encoded")
+    await eventually(some_embedded, what="the first 48 papers embedded")
     stack.embed.kill()
+    hold.unlink()
+    holding.unlink()
     in_flight = (await group(client, streams.PAPERS_INGESTED, streams.EMBED_GROUP))["pending"]
     stack.history.faults.append(f"kill -9 embed with {in_flight} entries read, not acknowledged")
     assert in_flight > 0  # the kill did land mid-batch
