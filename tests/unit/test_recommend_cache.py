@@ -265,6 +265,9 @@ async def test_the_digests_of_a_tick_whiten_the_days_papers_once_until_a_paper_a
     again, _ = recommender.recent_candidates(day + 60, space)
 
     assert whitened == [40]
+    # Their words are indexed once too, for every digest to look its user's words up in.
+    assert first.index is not None and again.index is not None
+    assert first.index.hashes is again.index.hashes
     for found in (first, again):
         np.testing.assert_allclose(
             found.whitened_in(space),  # type: ignore[arg-type]

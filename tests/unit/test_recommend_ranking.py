@@ -143,6 +143,34 @@ def test_word_scores_are_the_idf_share_of_an_interests_terms_a_paper_holds():
     assert matched[1] is None and not scores[1].any()
 
 
+def test_a_word_index_finds_what_a_pass_over_the_texts_finds_in_any_selection_of_them():
+    texts = [
+        "LoRA adapters for language models",
+        "A class of bias-free lenses, gas and bus models; classes of adapter",
+        "Gaussian splats: splatting with 3D Gaussians is fast",
+        "Cats",
+        "",
+        "language models of cats and lenses",
+    ]
+    docs = [words_of(t) for t in texts]
+    index = ranking.WordIndex.of(docs)
+    asked = "adapter class bias gas bus lens model splat gaussian language lora absent"
+    evidence = [Evidence("a", unit(1, 0, 0), text=asked)]
+    for picked in (list(range(len(texts))), [5, 0, 3], [2], []):
+        picked_docs = [docs[i] for i in picked]
+        scanned, [by_scan] = lexical_scores(evidence, picked_docs)
+        looked_up, [by_index] = lexical_scores(evidence, picked_docs, index.select(picked))
+        np.testing.assert_array_equal(looked_up, scanned)
+        assert by_scan is not None and by_index is not None
+        assert [by_index.of(c) for c in range(len(picked))] == [
+            by_scan.of(c) for c in range(len(picked))
+        ]
+    for keyword in ("language models", "cats", "absent words"):
+        assert np.array_equal(
+            ranking._mentioning(docs, keyword, index), ranking._mentioning(docs, keyword)
+        )
+
+
 def test_the_words_cache_keeps_the_latest_texts_up_to_its_size(monkeypatch):
     monkeypatch.setattr(ranking, "WORDS_CACHED", 3)
     monkeypatch.setattr(ranking, "_WORDS", {})

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from paperwire_recommend.ranking import Facts, Space, Words, text_words, words_of
+from paperwire_recommend.ranking import Facts, Space, WordIndex, Words, text_words, words_of
 from paperwire_shared.vectors import StoredPaper
 
 # The payload fields kept (besides ``paper_id``): the rest (abstract aside, read for its words
@@ -54,7 +54,7 @@ def facts_of(payloads: Sequence[Mapping[str, Any]]) -> Facts:
 @dataclass(frozen=True)
 class Candidates:
     """Papers to rank, in columns: ids, unit vectors (rows), words and facts, and where kept
-    (``in_space``), the vectors whitened in ``space``."""
+    (``in_space``, ``indexed``), the vectors whitened in ``space`` and the words' index."""
 
     ids: list[str]
     vectors: np.ndarray
@@ -62,6 +62,7 @@ class Candidates:
     facts: Facts
     whitened: np.ndarray | None = None
     space: Space | None = None
+    index: WordIndex | None = None
 
     def in_space(self, space: Space | None) -> Candidates:
         """These candidates with their vectors whitened in ``space`` kept (``whitened_in``), for
@@ -70,6 +71,11 @@ class Candidates:
         if space is None or self.whitened_in(space) is not None:
             return self
         return replace(self, whitened=space.apply(self.vectors), space=space)
+
+    def indexed(self) -> Candidates:
+        """These candidates with an index of their words kept (``WordIndex``), for candidates
+        matched against many users' words: the day's papers of every digest of a tick."""
+        return self if self.index is not None else replace(self, index=WordIndex.of(self.words))
 
     def whitened_in(self, space: Space | None) -> np.ndarray | None:
         """``space.apply(self.vectors)`` if kept, else None."""
@@ -111,6 +117,7 @@ class Candidates:
             ),
             self.whitened[at] if self.whitened is not None else None,
             self.space,
+            self.index.select(at) if self.index is not None else None,
         )
 
     def __add__(self, other: Candidates) -> Candidates:

@@ -179,7 +179,8 @@ class Answers:
 class _Recent:
     """The papers embedded since ``since``, as read from the vector store at ``read_at``, and as
     ranking takes them (``Candidates.of`` 2,000 papers took ~12 ms of every digest), with each
-    candidate's ``embedded_at``; their vectors kept whitened in the current space (``space``).
+    candidate's ``embedded_at``; their vectors kept whitened in the current space (``space``),
+    and an index of their words (every digest matches its user's words against them).
     """
 
     since: float
@@ -192,7 +193,7 @@ class _Recent:
     def of(
         cls, since: float, read_at: float, papers: dict[str, StoredPaper], space: Space | None
     ) -> _Recent:
-        candidates = Candidates.of(list(papers.values())).in_space(space)
+        candidates = Candidates.of(list(papers.values())).in_space(space).indexed()
         embedded = np.asarray([_embedded_at(papers[p]) for p in candidates.ids], np.float64)
         return cls(since, read_at, papers, candidates, embedded)
 
@@ -478,6 +479,7 @@ class Recommender:
             vectors,
             k=k,
             words=candidates.words,
+            word_index=candidates.index,
             min_score=min_score,
             exclude=exclude,
             space=space,
