@@ -55,6 +55,15 @@ async def test_a_stale_model_keeps_serving_while_one_rebuild_runs():
     assert len(builds) == 2
 
 
+def recommend_over(
+    tmp_path: Any, vectors: QdrantEdgeStore, encoder: HashingEncoder
+) -> tuple[Recommender, Store]:
+    """recommend over ``vectors``, its SQL store under ``tmp_path``, texts encoded by ``encoder``."""
+    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
+    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
+    return Recommender(settings, store, vectors, LocalTextEncoder(encoder)), store
+
+
 def co_saving_service(
     tmp_path, embedded_at: float, vector_store: type[QdrantEdgeStore] = QdrantEdgeStore
 ) -> tuple[Recommender, QdrantEdgeStore]:
@@ -189,9 +198,7 @@ async def test_the_digests_of_a_tick_read_the_days_papers_once_then_only_newer_o
     day = now - 86_400
     vectors.upsert(stored_papers({"a": "LoRA adapters", "b": "Gaussian splats"}, encoder, at=now))
     vectors.upsert(stored_papers({"old": "last week's paper"}, encoder, at=day - 3_600))
-    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
-    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
-    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    recommender, store = recommend_over(tmp_path, vectors, encoder)
 
     assert set(recommender.recent_candidates(day)[0].ids) == {"a", "b"}
     vectors.upsert(stored_papers({"c": "a paper embedded between two digests"}, encoder, at=now))
@@ -223,9 +230,7 @@ async def test_the_digests_of_a_tick_rank_candidates_built_once_until_a_paper_ar
     now = time.time()
     day = now - 86_400
     vectors.upsert(stored_papers({"a": "LoRA adapters", "b": "Gaussian splats"}, encoder, at=now))
-    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
-    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
-    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    recommender, store = recommend_over(tmp_path, vectors, encoder)
 
     first, papers = recommender.recent_candidates(day)
     again, _ = recommender.recent_candidates(day + 60)
@@ -247,9 +252,7 @@ async def test_the_digests_of_a_tick_whiten_the_days_papers_once_until_a_paper_a
     day = now - 86_400
     titles = {f"p{i}": f"paper {i} on topic {i % 5}" for i in range(40)}
     vectors.upsert(stored_papers(titles, encoder, at=now))
-    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
-    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
-    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    recommender, store = recommend_over(tmp_path, vectors, encoder)
     space = await recommender.space()
     assert space is not None
     whitened: list[int] = []
@@ -305,9 +308,7 @@ async def test_the_api_ranks_its_candidates_among_a_sample_of_all_papers_and_sho
     titles |= {f"both-{i}": f"neural radiance fields with low-rank adapters {i}" for i in range(20)}
     vectors = SearchRecording(tmp_path / "qdrant")
     vectors.upsert(stored_papers(titles, encoder, at=1.0))
-    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
-    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
-    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    recommender, store = recommend_over(tmp_path, vectors, encoder)
     interest = Interest("mixed", text="neural radiance fields scene", seed_paper_ids=["lora-0"])
     user = store.create_user("a@example.org", "daily", 5, [interest], datetime.now(UTC))
     # One search per interest (its evidence's mean) finds k × 10 papers, mostly "both-*" ones.
@@ -362,24 +363,22 @@ async def test_while_recommend_runs_numpy_multiplies_on_one_thread_then_as_befor
         store.close()
 
 
-async def test_the_api_ranks_catalogued_papers_with_their_rows_whitened_once_in_its_space(
+async def test_the_api_hands_ranking_its_candidates_whitened_reference_papers_as_kept(
     tmp_path, monkeypatch
 ):
-    """The catalogue holds each paper whitened in the current space, as are the reference
-    papers: what ranking is handed is what it would have computed itself."""
+    """The reference papers are kept whitened from the space fit, the papers found are whitened
+    for the request: what ranking is handed, joined, is what it would have computed itself."""
     encoder = HashingEncoder(dim=16)  # 80 papers fit a 16-d space (Space.MIN_PAPERS_PER_DIM)
     titles = {f"nerf-{i}": f"neural radiance fields scene {i}" for i in range(40)}
     titles |= {f"lora-{i}": f"low-rank adapters LoRA variant {i}" for i in range(40)}
     vectors = QdrantEdgeStore(tmp_path / "qdrant")
     vectors.upsert(stored_papers(titles, encoder, at=1.0))
-    store = Store(f"sqlite:///{tmp_path / 'paperwire.db'}")
-    settings = Settings(redis_url="redis://unused", data_dir=tmp_path)
-    recommender = Recommender(settings, store, vectors, LocalTextEncoder(encoder))
+    recommender, store = recommend_over(tmp_path, vectors, encoder)
     interest = Interest("lora", text="low-rank adapters", seed_paper_ids=["lora-0"])
     user = store.create_user("a@example.org", "daily", 5, [interest], datetime.now(UTC))
     space = await recommender.space()
     assert space is not None
-    recommender._index_papers()  # the background pass: every paper catalogued, and whitened
+    recommender._index_papers()  # the background pass: every paper catalogued
     handed = []
     real_rank = recommender_module.rank
 

@@ -484,9 +484,9 @@ def rank(
 
     ``space``: whiten evidence, papers and dislikes before comparing (None: they already are, or
     plain cosine); ``whitened``: ``space.apply(vectors)``, where the caller keeps it
-    (``Candidates.in_space``). ``texts`` (title and abstract per paper) turn on word matching and keyword rules;
-    ``words``, each text's ``words_of``, where the caller holds them, stand for ``texts``, and
-    ``word_index``, their ``WordIndex``, where the caller keeps one.
+    (``Candidates.in_space``). ``texts`` (title and abstract per paper) turn on word matching and
+    keyword rules; ``words``, each text's ``words_of``, where the caller holds them, stand for
+    ``texts``, and ``word_index``, their ``WordIndex``, where the caller keeps one.
     ``collaborative``: a co-save score per paper; ``carried`` and ``crowding``: co-saves carried to
     each paper from the saved papers most like it, and its mean cosine to them
     (``CoSaves.carried``). ``dislikes``: vectors of disliked papers (rows).
