@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 
 from paperwire_recommend.config import Settings
-from paperwire_recommend.recommender import Answers, Recommender, _Answer
+from paperwire_recommend.ranking import Ranked
+from paperwire_recommend.recommender import Answers, Recommendation, Recommender, _Answer
 from paperwire_recommend.store import Interest, Store
 from paperwire_shared.events import FeedbackRecorded
 from paperwire_shared.vectors import QdrantEdgeStore
@@ -104,7 +106,7 @@ async def test_an_edited_interest_makes_the_next_answer_new(world):
 
 
 def answer(key: tuple[Any, ...], at: float) -> _Answer:
-    return _Answer(key, at, [])
+    return _Answer.of(key, at, [])
 
 
 def test_answers_expire_and_the_least_recently_asked_user_goes_first():
@@ -119,3 +121,32 @@ def test_answers_expire_and_the_least_recently_asked_user_goes_first():
     off = Answers(size=0, max_age=10)
     off.put("a", answer((1,), 100.0))
     assert len(off) == 0
+
+
+def test_kept_answers_leave_the_garbage_collector_nothing_to_walk():
+    """Kept as objects, 2,000 users' answers were ~100k objects that each full collection walked
+    in the middle of a request; kept pickled, once collected each is one object to walk (the
+    named tuple itself: CPython stops tracking only plain tuples of plain values)."""
+
+    def found(user: int) -> list[Recommendation]:  # fresh objects per answer, as requests make
+        return [
+            Recommendation(
+                Ranked(f"{user}-{i}", 0.5, "close to your seed paper X", "adapters"),
+                {
+                    "title": f"Paper {i}",
+                    "authors": ["A. Author", "B. Author"],
+                    "categories": ["cs.LG"],
+                },
+            )
+            for i in range(10)
+        ]
+
+    answers = Answers(size=1_000, max_age=10)
+    gc.collect()
+    before = len(gc.get_objects())
+    for user in range(500):
+        answers.put(f"user{user}", _Answer.of((10, None, user), 100.0, found(user)))
+    gc.collect()
+    assert len(gc.get_objects()) - before <= 510  # as objects: ~51 an answer, ~25,000
+    kept = answers.get("user7", (10, None, 7), 105.0)
+    assert kept is not None and kept.found == found(7)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -129,11 +130,27 @@ class _Cached(Generic[T]):
             self._task = None
 
 
-@dataclass(frozen=True)
-class _Answer:
+class _Answer(NamedTuple):
+    """An answer as kept: its recommendations pickled, so that it is a tuple of plain values.
+
+    Kept as objects (each recommendation, its payload, the payload's lists), 2,000 users' answers
+    were ~100k objects that every full pass of Python's garbage collector walked: ~40-100 ms,
+    every few seconds under load, in the middle of whichever request was running
+    (bench/README.md). The collector stops tracking a tuple of plain values once it has seen it.
+    """
+
     key: tuple[Any, ...]
     computed_at: float  # wall clock, comparable with the papers' embedded_at
-    found: list[Recommendation]
+    pickled: bytes
+
+    @classmethod
+    def of(cls, key: tuple[Any, ...], computed_at: float, found: list[Recommendation]) -> _Answer:
+        return cls(key, computed_at, pickle.dumps(found, pickle.HIGHEST_PROTOCOL))
+
+    @property
+    def found(self) -> list[Recommendation]:
+        # Only ever what ``of`` pickled in this process: never bytes from outside.
+        return pickle.loads(self.pickled)  # noqa: S301
 
 
 class Answers:
@@ -518,7 +535,7 @@ class Recommender:
             if not await asyncio.to_thread(self.vectors.embedded_since, since, 1):
                 return answer.found
         found = await self._recommend(user, k, published_since, rows, space, cosaves)
-        self.answers.put(user.id, _Answer(key, started, found))
+        self.answers.put(user.id, _Answer.of(key, started, found))
         return found
 
     async def _recommend(
