@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 
 from paperwire_recommend.catalogue import Candidates, Catalogue
@@ -107,3 +109,34 @@ def test_candidates_keep_their_whitened_vectors_through_select_and_join_in_one_s
     assert (kept + read).whitened_in(space) is None
     assert (read + kept).whitened_in(space) is None
     assert (kept + read.in_space(other)).whitened_in(space) is None
+
+
+def walked() -> int:
+    """What a full pass of the garbage collector visits: every tracked object's references."""
+    return len(gc.get_referents(*gc.get_objects()))
+
+
+def test_the_catalogue_gives_the_garbage_collector_nothing_to_walk_per_paper():
+    """Each full collection visits what tracked objects refer to, in the middle of a request:
+    held in lists, 100k papers' words, titles, categories and authors were ~400k visits."""
+    vectors = unit_rows(2_000)
+
+    def add(catalogue: Catalogue, rows: range) -> None:  # the papers are let go on return
+        catalogue.add(
+            [
+                paper(f"p{i}", vectors[i], abstract="LoRA", categories=["cs.CL"], authors=["A. B"])
+                for i in rows
+            ]
+        )
+
+    catalogue = Catalogue()
+    add(catalogue, range(10))
+    gc.collect()
+    before = walked()
+    add(catalogue, range(10, 2_000))
+    gc.collect()
+    assert walked() - before < 200  # in lists: 4 per paper, ~8,000
+    found = catalogue.candidates(["p1999", "p3"])
+    assert found.facts.categories == [("cs.CL",), ("cs.CL",)]
+    assert found.facts.authors == [("A. B",), ("A. B",)]
+    assert catalogue.papers(["p1999"])["p1999"].payload["title"] == "title of p1999"
