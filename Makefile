@@ -31,9 +31,9 @@ test: install
 EVAL_DATA ?= ../shared/data/citeulike-a
 EVAL := $(BIN)/paperwire eval --data $(EVAL_DATA) --users 1000 --seed 0
 eval: install
-	$(EVAL) --protocol cold
+	$(EVAL) --protocol cold --api
 	$(EVAL) --protocol cold --content-only
-	$(EVAL) --protocol warm
+	$(EVAL) --protocol warm --api
 
 test-unit: install
 	$(BIN)/pytest tests/unit

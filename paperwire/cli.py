@@ -259,6 +259,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             users=args.users,
             seed=args.seed,
             content_only=args.content_only,
+            api=args.api,
             progress=progress,
         )
     except evaluation.EvalError as exc:
@@ -382,6 +383,12 @@ def parser() -> argparse.ArgumentParser:
         "--content-only",
         action="store_true",
         help="paperwire learns nothing from other users' saves (the peers never do)",
+    )
+    evaluate.add_argument(
+        "--api",
+        action="store_true",
+        help="also score paperwire as the REST API ranks: only the candidates its searches and "
+        "co-saves find, with its reference papers setting the scales",
     )
     evaluate.set_defaults(func=cmd_eval)
     return top

@@ -11,6 +11,7 @@ import pytest
 
 from paperwire.cli import main
 from paperwire_recommend import evaluation as ev
+from paperwire_recommend import recommender
 from tests.fakes import HashingEncoder
 
 TOPICS = {
@@ -167,3 +168,41 @@ def test_content_only_paperwire_learns_nothing_from_other_users(tmp_path):
     case = ctx.split.cases[0]
     candidates = ctx.split.candidates
     assert len(alone.ranked(case, candidates, 5)) == min(5, len(candidates))
+
+
+def test_api_paperwire_ranks_only_what_the_apis_searches_and_co_saves_find(tmp_path, monkeypatch):
+    data = ev.load_dataset(write_dataset(tmp_path / "d"))
+    vectors = HashingEncoder(dim=256).encode([p.text for p in data.papers])
+    ctx = ev.Context(data, ev.split(data, "warm", None, 0), vectors)
+    api = ev.Paperwire(api=True)
+    api.fit(ctx)
+    case = ctx.split.cases[0]
+    pool = ev.candidates_of(ctx.split, case, len(data.papers))
+    library = [api.ids[i] for i in case.train]
+    mean = vectors[case.train].mean(axis=0)
+    by_closeness = pool[np.argsort(-(vectors[pool] @ (mean / np.linalg.norm(mean))))]
+    co_saved = {api.index[p] for p in api.cosaves.neighbours(library, 200)} & set(pool.tolist())
+    assert co_saved
+
+    # k=1: the search asks for max(10 x k, API_CANDIDATES_PER_INTEREST) papers; 10 here.
+    monkeypatch.setattr(recommender, "API_CANDIDATES_PER_INTEREST", 3)
+    found, scale_only = api._api_candidates(case, pool, 1, library, frozenset())
+    assert set(found.tolist()) == set(by_closeness[:10].tolist()) | co_saved
+    assert set(scale_only.tolist()) == set(api.reference.tolist()) - set(found.tolist())
+    for k in (1, 2):  # the search asks for 10 x k papers
+        monkeypatch.setattr(recommender, "API_COSAVED_CANDIDATES", 0)
+        shown = api.ranked(case, pool, k).tolist()
+        assert len(shown) == k and set(shown) <= set(by_closeness[: 10 * k].tolist())
+
+
+def test_eval_api_adds_the_api_row_and_its_gain(tmp_path, monkeypatch, capsys):
+    folder = write_dataset(tmp_path / "d")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("EMBED_MODEL", raising=False)
+    hashing = HashingEncoder(dim=64)
+    hashing.name = "all-MiniLM-L6-v2"
+    ev.paper_vectors(ev.load_dataset(folder), ev.EmbeddingCache(ev.default_cache_dir(), hashing))
+
+    main(["eval", "--data", str(folder), "--protocol", "warm", "--api"])
+    out = capsys.readouterr().out
+    assert "paperwire (API)" in out and "API vs best peer" in out

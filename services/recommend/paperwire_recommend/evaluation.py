@@ -23,6 +23,7 @@ import numpy as np
 
 from paperwire_recommend import ranking
 from paperwire_recommend.collaborative import CoSaves, Nearest
+from paperwire_recommend.recommender import API_REFERENCE_PAPERS, Profile, api_candidates
 
 log = logging.getLogger(__name__)
 
@@ -300,13 +301,23 @@ class Paperwire:
     held-out paper has a save of its own, but co-saves of the older papers most like it are
     carried to it (``CoSaves.carried``). ``content_only`` leaves other users' saves out
     altogether: the user's own library and the papers' text, nothing else.
+
+    ``api``: rank what the REST API ranks instead of every candidate: the candidates its searches
+    and co-saves find (``recommender.api_candidates``, the vector search done exactly over the
+    candidates), with ``API_REFERENCE_PAPERS`` papers drawn at random from those that exist
+    before the test setting the scales, never shown.
     """
 
     name = "paperwire"
 
-    def __init__(self, knobs: ranking.Knobs | None = None, content_only: bool = False) -> None:
+    def __init__(
+        self, knobs: ranking.Knobs | None = None, content_only: bool = False, api: bool = False
+    ) -> None:
         self.knobs = knobs or ranking.Knobs()
         self.content_only = content_only
+        self.api = api
+        if api:
+            self.name = "paperwire (API)"
 
     def fit(self, ctx: Context) -> None:
         self.ids = [p.id for p in ctx.data.papers]
@@ -322,6 +333,9 @@ class Paperwire:
         nearest.sync({p: self.raw[self.index[p]] for p in self.cosaves.ids})
         self.cosaves.attach(nearest)
         self.dislikes = ctx.data.dislikes
+        # As recommend draws them when it fits the space (``Recommender._fit_space``).
+        drawn = np.random.default_rng(0).permutation(len(ctx.seen))[:API_REFERENCE_PAPERS]
+        self.reference = ctx.seen[np.sort(drawn)]
 
     def ranked(self, case: Case, candidates: np.ndarray, k: int) -> np.ndarray:
         library = [self.ids[i] for i in case.train]
@@ -332,6 +346,11 @@ class Paperwire:
             for i in case.train
         ]
         disliked = self.dislikes.get(case.user, [])
+        exclude = frozenset(self.ids[i] for i in disliked)
+        if self.api:
+            candidates, scale_only = self._api_candidates(case, candidates, k, library, exclude)
+            exclude |= {self.ids[i] for i in scale_only}
+            candidates = np.concatenate([candidates, scale_only])
         candidate_ids = [self.ids[i] for i in candidates]
         carried, crowding = self.cosaves.carried(
             library, candidate_ids, self.raw[candidates], self.raw[case.train], k
@@ -345,10 +364,44 @@ class Paperwire:
             carried=carried,
             crowding=crowding,
             dislikes=self.vectors[disliked] if disliked else None,
-            exclude=frozenset(self.ids[i] for i in disliked),
+            exclude=exclude,
             knobs=self.knobs,
         )
         return np.asarray([self.index[r.paper_id] for r in found], dtype=int)
+
+    def _api_candidates(
+        self, case: Case, pool: np.ndarray, k: int, library: list[str], exclude: frozenset[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates of ``pool`` the API would rank for this user, and the reference papers
+        it would not find."""
+        searchable = np.asarray([self.ids[i] not in exclude for i in pool], bool)
+        raw_pool = self.raw[pool]
+
+        def search(query: np.ndarray, limit: int) -> list[str]:
+            scores = np.where(searchable, raw_pool @ query, -np.inf)
+            best = top_k(scores, min(limit, int(searchable.sum())))
+            return [self.ids[pool[i]] for i in best]
+
+        profile = Profile(
+            evidence=[
+                ranking.Evidence("", self.raw[i], kind="saved", paper_id=self.ids[i])
+                for i in case.train
+            ],
+            dislikes=None,
+            rules={},
+            knobs=self.knobs,
+            library=library,
+            exclude=exclude | set(library),
+        )
+        in_pool = set(pool.tolist())
+        found = [
+            i
+            for p in api_candidates(profile, k, self.cosaves, search)
+            if (i := self.index[p]) in in_pool
+        ]
+        taken = set(found)  # the user's own papers among them too, as in recommend: never shown
+        scale_only = [i for i in self.reference.tolist() if i not in taken]
+        return np.asarray(found, dtype=int), np.asarray(scale_only, dtype=int)
 
 
 class ScoredRanker:
@@ -395,16 +448,21 @@ def evaluate(
     seed: int = 0,
     methods: Sequence[Ranker] | None = None,
     content_only: bool = False,
+    api: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``{"protocol", "users", "methods": {name: {"recall@10", "recall@50", "ndcg@10"}}}``.
 
-    ``content_only``: paperwire learns nothing from other users' saves (see ``Paperwire``).
+    ``content_only``: paperwire learns nothing from other users' saves; ``api``: paperwire is
+    also scored as the REST API ranks, "paperwire (API)" (see ``Paperwire``).
     """
     if methods is None:
         from paperwire_recommend.peers import peers
 
-        methods = [Paperwire(content_only=content_only), *(ScoredRanker(m) for m in peers())]
+        ours = [Paperwire(content_only=content_only)]
+        if api:
+            ours.append(Paperwire(content_only=content_only, api=True))
+        methods = [*ours, *(ScoredRanker(m) for m in peers())]
     chosen = split(data, protocol, users, seed)
     ctx = Context(data, chosen, vectors, seed)
     results = {}
@@ -427,13 +485,14 @@ def table(report: dict[str, Any]) -> str:
     ]
     for name, values in methods.items():
         lines.append(name.ljust(width) + "".join(f"{values[m]:11.4f}" for m in metrics))
-    peers = [v for name, v in methods.items() if name != "paperwire"]
-    if "paperwire" in methods and peers:
-        gains = []
-        for m in metrics:
-            best = max(p[m] for p in peers)
-            gains.append(f"{100 * (methods['paperwire'][m] / best - 1):+10.1f}%" if best else "")
-        lines.append("vs best peer".ljust(width) + "".join(g.rjust(11) for g in gains))
+    peers = [v for name, v in methods.items() if not name.startswith("paperwire")]
+    for ours, label in (("paperwire", "vs best peer"), ("paperwire (API)", "API vs best peer")):
+        if ours in methods and peers:
+            gains = []
+            for m in metrics:
+                best = max(p[m] for p in peers)
+                gains.append(f"{100 * (methods[ours][m] / best - 1):+10.1f}%" if best else "")
+            lines.append(label.ljust(width) + "".join(g.rjust(11) for g in gains))
     return "\n".join(lines)
 
 
@@ -446,6 +505,7 @@ def run(
     cache_dir: Path | None = None,
     encoder: Encoder | None = None,
     content_only: bool = False,
+    api: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``paperwire eval``: load ``data_dir``, embed (cached), evaluate every method."""
@@ -468,5 +528,6 @@ def run(
         users=users,
         seed=seed,
         content_only=content_only,
+        api=api,
         progress=progress,
     )

@@ -579,10 +579,9 @@ class Recommender:
     ) -> Candidates:
         """An API ranking's candidates: per interest, the papers nearest its evidence's mean
         (``API_CANDIDATES_PER_INTEREST``), and the papers most co-saved with the library."""
-        # Searches return ids only: the catalogue holds the rest (``_candidates``).
-        found: dict[str, None] = {}
-        limit = max(k * 10, API_CANDIDATES_PER_INTEREST)
-        for query in _queries(profile.evidence):
+
+        def search(query: np.ndarray, limit: int) -> list[str]:
+            # Ids only: the catalogue holds the rest (``_candidates``).
             hits = self.vectors.search(
                 query,
                 limit,
@@ -590,16 +589,9 @@ class Recommender:
                 published_since=published_since,
                 with_payload=False,
             )
-            found.update(dict.fromkeys(hit.paper_id for hit in hits))
-        if len(cosaves):
-            found.update(
-                dict.fromkeys(
-                    paper_id
-                    for paper_id in cosaves.neighbours(profile.library, API_COSAVED_CANDIDATES)
-                    if paper_id not in profile.exclude
-                )
-            )
-        papers = self._candidates(list(found))
+            return [hit.paper_id for hit in hits]
+
+        papers = self._candidates(api_candidates(profile, k, cosaves, search))
         if published_since is not None:  # searches kept only these already; co-saves not
             published = np.asarray(papers.facts.published)
             papers = papers.select(np.flatnonzero(published >= published_since))
@@ -681,6 +673,26 @@ def _feedback_evidence(
         )
         for (row, paper), interest in zip(papers, owner, strict=True)
     ]
+
+
+def api_candidates(
+    profile: Profile,
+    k: int,
+    cosaves: CoSaves,
+    search: Callable[[np.ndarray, int], Sequence[str]],
+) -> list[str]:
+    """The ids of the papers an API request ranks (besides the reference papers): per interest,
+    what ``search(query, limit)`` finds nearest its evidence's mean (papers in
+    ``profile.exclude`` left out), then the papers most co-saved with the library. Shared with
+    ``paperwire eval --api``, which searches its candidates exactly instead of the vector store."""
+    found: dict[str, None] = {}
+    limit = max(k * 10, API_CANDIDATES_PER_INTEREST)
+    for query in _queries(profile.evidence):
+        found.update(dict.fromkeys(search(query, limit)))
+    if len(cosaves):
+        neighbours = cosaves.neighbours(profile.library, API_COSAVED_CANDIDATES)
+        found.update(dict.fromkeys(p for p in neighbours if p not in profile.exclude))
+    return list(found)
 
 
 def _queries(evidence: Sequence[Evidence]) -> list[np.ndarray]:
