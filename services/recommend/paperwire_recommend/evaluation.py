@@ -347,10 +347,12 @@ class Paperwire:
         ]
         disliked = self.dislikes.get(case.user, [])
         exclude = frozenset(self.ids[i] for i in disliked)
-        if self.api:
+        reference = None
+        if self.api:  # as Recommender._rank ranks them
             candidates, scale_only = self._api_candidates(case, candidates, k, library, exclude)
             exclude |= {self.ids[i] for i in scale_only}
             candidates = np.concatenate([candidates, scale_only])
+            reference = np.isin(candidates, self.reference)
         candidate_ids = [self.ids[i] for i in candidates]
         carried, crowding = self.cosaves.carried(
             library, candidate_ids, self.raw[candidates], self.raw[case.train], k
@@ -361,6 +363,7 @@ class Paperwire:
             self.vectors[candidates],
             k=k,
             collaborative=self.cosaves.scores(library, candidate_ids),
+            reference=reference,
             carried=carried,
             crowding=crowding,
             dislikes=self.vectors[disliked] if disliked else None,

@@ -445,13 +445,15 @@ def lexical_scores(
     return scores, matched
 
 
-def _standardised(values: np.ndarray) -> np.ndarray:
-    """(x - mean) / std over the candidates; unknown (NaN) values and a constant signal give 0."""
+def _standardised(values: np.ndarray, over: np.ndarray | None = None) -> np.ndarray:
+    """(x - mean) / std over the candidates, or over those of them in ``over`` (a mask); unknown
+    (NaN) values and a constant signal give 0."""
     values = np.asarray(values, np.float64)
     known = np.isfinite(values)
-    if known.sum() < 2:
+    scaled = known if over is None else known & over
+    if scaled.sum() < 2:
         return np.zeros(len(values))
-    mean, std = values[known].mean(), values[known].std()
+    mean, std = values[scaled].mean(), values[scaled].std()
     if std <= 1e-12:
         return np.zeros(len(values))
     return np.where(known, (values - mean) / std, 0.0)
@@ -472,6 +474,7 @@ def rank(
     space: Space | None = None,
     whitened: np.ndarray | None = None,
     collaborative: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
     carried: np.ndarray | None = None,
     crowding: np.ndarray | None = None,
     dislikes: np.ndarray | None = None,
@@ -487,7 +490,9 @@ def rank(
     (``Candidates.in_space``). ``texts`` (title and abstract per paper) turn on word matching and
     keyword rules; ``words``, each text's ``words_of``, where the caller holds them, stand for
     ``texts``, and ``word_index``, their ``WordIndex``, where the caller keeps one.
-    ``collaborative``: a co-save score per paper; ``carried`` and ``crowding``: co-saves carried to
+    ``collaborative``: a co-save score per paper, standardised over the ``reference`` rows (a
+    mask: papers drawn at random from the corpus, a sample of it) where given, as over the whole
+    corpus; ``carried`` and ``crowding``: co-saves carried to
     each paper from the saved papers most like it, and its mean cosine to them
     (``CoSaves.carried``). ``dislikes``: vectors of disliked papers (rows).
     ``min_score``: a paper whose best raw cosine (plus words) to an interest's evidence is below it
@@ -523,7 +528,7 @@ def rank(
     shared = np.zeros(n)
     cf_z = None
     if collaborative is not None and COLLABORATIVE_WEIGHT:
-        cf_z = _standardised(collaborative)
+        cf_z = _standardised(collaborative, reference)
         shared += COLLABORATIVE_WEIGHT * cf_z
     carried_z = None
     if carried is not None and CARRIED_WEIGHT:
