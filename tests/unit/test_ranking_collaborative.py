@@ -29,6 +29,17 @@ def test_papers_co_saved_more_often_score_higher_and_strangers_score_zero():
     assert unrelated == unknown == 0
 
 
+def test_the_corpus_scale_is_the_scores_mean_and_std_over_every_paper_but_the_users_own():
+    cosaves = CoSaves(pairs())
+    corpus = ["mine", "often", "rare", "elsewhere", "unrelated"] + [
+        f"unsaved{i}" for i in range(45)
+    ]
+    scores = cosaves.scores(["mine"], corpus[1:])  # 49 papers, "mine" left out
+    mean, std = cosaves.corpus_scale(["mine"], len(corpus))
+    assert mean == pytest.approx(scores.mean()) and std == pytest.approx(scores.std())
+    assert mean > 0 and std > 0
+
+
 def test_neighbours_leave_out_the_users_own_papers():
     cosaves = CoSaves(pairs())
     assert cosaves.neighbours(["mine"], 5) == ["often", "rare"]

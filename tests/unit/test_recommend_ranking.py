@@ -181,10 +181,10 @@ def test_the_words_cache_keeps_the_latest_texts_up_to_its_size(monkeypatch):
     assert list(ranking._WORDS) == ["text number 2", "text number 3", "text number 4"]
 
 
-def test_co_saves_are_measured_against_the_reference_papers_where_a_ranking_has_them():
+def test_co_saves_are_measured_against_the_corpus_where_a_ranking_is_given_its_scale():
     """The API ranks a bounded set that is mostly co-saved with the user's library: measured over
-    it, being co-saved is ordinary; over the reference papers (a sample of the corpus, most of it
-    co-saved with nobody's library), as over every paper, it stands out."""
+    it, being co-saved is ordinary; over the corpus (here: the 40 unrelated papers, most of them
+    co-saved with nobody's library), as when every paper is ranked, it stands out."""
     rng = np.random.default_rng(0)
     dim = 16
     topic = np.eye(dim)[0]
@@ -200,11 +200,11 @@ def test_co_saves_are_measured_against_the_reference_papers_where_a_ranking_has_
     vectors = np.stack([near(c) for c in relevance]).astype(np.float32)
     collaborative = np.asarray([0.5, 0.6, *np.linspace(0.3, 0.55, 20), *[0.0] * 39, 0.3])
     ids = ["closest", "co-saved"] + [f"set{i}" for i in range(20)] + [f"ref{i}" for i in range(40)]
-    reference = np.arange(len(ids)) >= 22
+    corpus = collaborative[22:]
     evidence = [Evidence("topic", topic.astype(np.float32), seed_title="Topic")]
 
     def first(**kwargs: object) -> str:
         return rank(evidence, ids, vectors, k=1, collaborative=collaborative, **kwargs)[0].paper_id
 
     assert first() == "closest"
-    assert first(reference=reference) == "co-saved"
+    assert first(collaborative_scale=(corpus.mean(), corpus.std())) == "co-saved"

@@ -29,6 +29,7 @@ them for newly embedded papers in the background, before any request needs them.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -121,6 +122,17 @@ class CoSaves:
         walked = reached * self._penalty
         self._last_walks[alpha] = (key, walked.copy())
         return walked
+
+    def corpus_scale(self, positives: Sequence[str], corpus: int) -> tuple[float, float]:
+        """The mean and std of ``scores`` over a corpus of ``corpus`` papers, the positives left
+        out: every paper nobody saved scores 0, so the walk's scores are all it takes."""
+        walked = self.walk(positives)
+        for p in positives:
+            if p in self.papers:
+                walked[self.papers[p]] = 0
+        n = max(corpus - len(positives), len(walked), 1)
+        mean = float(walked.sum()) / n
+        return mean, math.sqrt(max(float(walked @ walked) / n - mean * mean, 0.0))
 
     def scores(self, positives: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """One co-save score per candidate (0 for papers nobody saved)."""

@@ -347,12 +347,13 @@ class Paperwire:
         ]
         disliked = self.dislikes.get(case.user, [])
         exclude = frozenset(self.ids[i] for i in disliked)
-        reference = None
+        collaborative_scale = None
         if self.api:  # as Recommender._rank ranks them
             candidates, scale_only = self._api_candidates(case, candidates, k, library, exclude)
             exclude |= {self.ids[i] for i in scale_only}
             candidates = np.concatenate([candidates, scale_only])
-            reference = np.isin(candidates, self.reference)
+            if len(self.cosaves):
+                collaborative_scale = self.cosaves.corpus_scale(library, len(self.ids))
         candidate_ids = [self.ids[i] for i in candidates]
         carried, crowding = self.cosaves.carried(
             library, candidate_ids, self.raw[candidates], self.raw[case.train], k
@@ -363,7 +364,7 @@ class Paperwire:
             self.vectors[candidates],
             k=k,
             collaborative=self.cosaves.scores(library, candidate_ids),
-            reference=reference,
+            collaborative_scale=collaborative_scale,
             carried=carried,
             crowding=crowding,
             dislikes=self.vectors[disliked] if disliked else None,

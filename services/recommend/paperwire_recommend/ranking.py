@@ -445,15 +445,17 @@ def lexical_scores(
     return scores, matched
 
 
-def _standardised(values: np.ndarray, over: np.ndarray | None = None) -> np.ndarray:
-    """(x - mean) / std over the candidates, or over those of them in ``over`` (a mask); unknown
-    (NaN) values and a constant signal give 0."""
+def _standardised(values: np.ndarray, scale: tuple[float, float] | None = None) -> np.ndarray:
+    """(x - mean) / std over the candidates, or with ``scale``'s (mean, std); unknown (NaN) values
+    and a constant signal give 0."""
     values = np.asarray(values, np.float64)
     known = np.isfinite(values)
-    scaled = known if over is None else known & over
-    if scaled.sum() < 2:
+    if scale is not None:
+        mean, std = scale
+    elif known.sum() < 2:
         return np.zeros(len(values))
-    mean, std = values[scaled].mean(), values[scaled].std()
+    else:
+        mean, std = values[known].mean(), values[known].std()
     if std <= 1e-12:
         return np.zeros(len(values))
     return np.where(known, (values - mean) / std, 0.0)
@@ -474,7 +476,7 @@ def rank(
     space: Space | None = None,
     whitened: np.ndarray | None = None,
     collaborative: np.ndarray | None = None,
-    reference: np.ndarray | None = None,
+    collaborative_scale: tuple[float, float] | None = None,
     carried: np.ndarray | None = None,
     crowding: np.ndarray | None = None,
     dislikes: np.ndarray | None = None,
@@ -490,9 +492,9 @@ def rank(
     (``Candidates.in_space``). ``texts`` (title and abstract per paper) turn on word matching and
     keyword rules; ``words``, each text's ``words_of``, where the caller holds them, stand for
     ``texts``, and ``word_index``, their ``WordIndex``, where the caller keeps one.
-    ``collaborative``: a co-save score per paper, standardised over the ``reference`` rows (a
-    mask: papers drawn at random from the corpus, a sample of it) where given, as over the whole
-    corpus; ``carried`` and ``crowding``: co-saves carried to
+    ``collaborative``: a co-save score per paper, standardised with ``collaborative_scale``, its
+    mean and std over the whole corpus (``CoSaves.corpus_scale``), where given: a bounded set of
+    candidates is mostly co-saved with the user's library, the corpus mostly not; ``carried`` and ``crowding``: co-saves carried to
     each paper from the saved papers most like it, and its mean cosine to them
     (``CoSaves.carried``). ``dislikes``: vectors of disliked papers (rows).
     ``min_score``: a paper whose best raw cosine (plus words) to an interest's evidence is below it
@@ -528,7 +530,7 @@ def rank(
     shared = np.zeros(n)
     cf_z = None
     if collaborative is not None and COLLABORATIVE_WEIGHT:
-        cf_z = _standardised(collaborative, reference)
+        cf_z = _standardised(collaborative, collaborative_scale)
         shared += COLLABORATIVE_WEIGHT * cf_z
     carried_z = None
     if carried is not None and CARRIED_WEIGHT:

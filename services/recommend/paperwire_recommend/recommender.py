@@ -51,11 +51,13 @@ API_COSAVED_CANDIDATES = 200
 # with 300, 0.195 and 0.191 with 1,000 (seed 1 ranking every paper: 0.204); Recall@50 0.403 and
 # 0.406 without, 0.410 and 0.411 with 300. 1,000 cost a 200-paper library's request ~20 ms (it
 # takes ~32 ms without), mostly per-paper work in ranking (words, payloads); 300 cost ~5 ms.
-# Since the eleventh session co-save scores are standardised over these papers alone (most papers
-# of a corpus are co-saved with nobody's library, as in a ranking of every paper), which
-# `paperwire eval --api` measured on the development splits (warm, 300 users, seeds 1 / 2):
-# nDCG@10 0.185 / 0.185 -> 0.204 / 0.197 (every paper ranked: 0.205 / 0.205), Recall@50
-# 0.409 / 0.413 -> 0.408 / 0.415; cold unchanged (brand-new papers have no co-saves).
+# Since the eleventh session co-save scores are not standardised over them but over the whole
+# corpus, exactly (``CoSaves.corpus_scale``; most of a corpus is co-saved with nobody's library,
+# as in a ranking of every paper): `paperwire eval --api` on the development splits (warm, 300
+# users, seeds 1 / 2): nDCG@10 0.185 / 0.185 -> 0.209 / 0.216 (every paper ranked: 0.205 /
+# 0.205), Recall@50 0.409 / 0.413 -> 0.420 / 0.430 (0.432 / 0.431); over these 300 papers alone,
+# a noisy sample of a heavy-tailed score, 0.204 / 0.197 and 0.408 / 0.415. Cold is unchanged
+# (brand-new papers have no co-saves).
 API_REFERENCE_PAPERS = 300
 # The most recent feedback papers used as evidence (a library of thousands stays fast).
 MAX_FEEDBACK_EVIDENCE = 500
@@ -485,19 +487,20 @@ class Recommender:
         reference: Candidates | None = None,
     ) -> list[Ranked]:
         """The one ranking call behind both the API and the digests. ``reference``: papers drawn
-        at random that set the scales (``API_REFERENCE_PAPERS``, kept whitened): those not among
-        ``candidates`` join them and are never recommended, and co-save scores are standardised
-        over all of them, a sample of the corpus."""
+        at random that set the scales (``API_REFERENCE_PAPERS``, kept whitened), for a bounded set
+        of candidates: those not among them join them and are never recommended; and co-save
+        scores are standardised as over the whole corpus (``CoSaves.corpus_scale``)."""
         candidates = candidates.in_space(space)
         exclude = profile.exclude
-        drawn = None
+        collaborative_scale = None
         if reference is not None and len(reference):
             held = set(candidates.ids)
             scale_only = reference.select([i for i, p in enumerate(reference.ids) if p not in held])
             candidates = candidates + scale_only
             exclude = exclude | set(scale_only.ids)
-            ids_drawn = set(reference.ids)
-            drawn = np.fromiter((p in ids_drawn for p in candidates.ids), bool, len(candidates))
+            if len(cosaves):
+                corpus = len(self.catalogue) or self.vectors.count()
+                collaborative_scale = cosaves.corpus_scale(profile.library, corpus)
         ids, vectors = candidates.ids, candidates.vectors
         evidence = np.stack([e.vector for e in profile.evidence])
         found = cosaves.carried(profile.library, ids, vectors, evidence, k)
@@ -514,7 +517,7 @@ class Recommender:
             space=space,
             whitened=candidates.whitened_in(space),
             collaborative=cosaves.scores(profile.library, ids) if len(cosaves) else None,
-            reference=drawn,
+            collaborative_scale=collaborative_scale,
             carried=carried,
             crowding=crowding,
             dislikes=profile.dislikes,
