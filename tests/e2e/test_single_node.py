@@ -65,6 +65,9 @@ def seed_papers(page: Path) -> dict[str, str]:
 def running_stack(tmp_path: Path):
     data_dir = tmp_path / "data"
     port = free_port(4)
+    # To a file, not a pipe nobody reads: a full pipe would block the stack's logging, and with
+    # it the stack (it hung on stopping in CI once the log outgrew the pipe's 64 KiB).
+    log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -76,14 +79,13 @@ def running_stack(tmp_path: Path):
             "--port",
             str(port),
         ],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     api = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()
         # stack.json appears once all four services are up: what the CLI looks for.
         if (data_dir / "run" / "stack.json").exists():
             assert httpx.get(f"{api}/readyz", timeout=5).status_code == 200
@@ -100,6 +102,7 @@ def running_stack(tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    log.close()
 
 
 def test_paper_file_in_personalised_email_out_and_nothing_left_behind(running_stack, shared_dir):
@@ -168,7 +171,11 @@ def test_paper_file_in_personalised_email_out_and_nothing_left_behind(running_st
         assert not [t for t in sent if t in second_text]
 
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        code = None
+    assert code == 0, (data_dir.parent / "run.log").read_text()[-4000:]
     time.sleep(0.5)
     assert processes_using(data_dir) == []
     assert not (data_dir / "run" / "stack.json").exists()
