@@ -6,7 +6,6 @@ import asyncio
 
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker
-from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
 from paperwire_embed import handlers
@@ -15,7 +14,7 @@ from paperwire_embed.encoder import Encoder, SentenceTransformerEncoder
 from paperwire_embed.metrics import Metrics
 from paperwire_shared import streams
 from paperwire_shared.delivery import DeliveryPolicy, StreamConsumer
-from paperwire_shared.service import stream_service
+from paperwire_shared.service import service_broker, stream_service
 from paperwire_shared.vectors import VectorStore, open_vector_store
 
 
@@ -29,10 +28,7 @@ def create_app(
 ) -> AsgiFastStream:
     registry = CollectorRegistry()
     if broker is None:
-        broker = RedisBroker(
-            settings.redis_url,
-            middlewares=[RedisPrometheusMiddleware(registry=registry, app_name="embed")],
-        )
+        broker = service_broker(settings.redis_url, registry, "embed")
     encoder = encoder or SentenceTransformerEncoder(
         settings.embed_model, settings.batch_size, settings.backend
     )

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker
-from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
 from paperwire_ingest.config import Settings
@@ -18,7 +17,7 @@ from paperwire_ingest.inbox import InboxPoller, InboxResult
 from paperwire_ingest.metrics import Metrics
 from paperwire_ingest.seen import RedisSeenPapers, SeenPapers
 from paperwire_ingest.state import RedisSourceState, SourceState
-from paperwire_shared.service import stream_service
+from paperwire_shared.service import service_broker, stream_service
 
 if TYPE_CHECKING:
     from paperwire_ingest.harvesting import Sources
@@ -41,10 +40,7 @@ def create_app(
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     if broker is None:
-        broker = RedisBroker(
-            settings.redis_url,
-            middlewares=[RedisPrometheusMiddleware(registry=registry, app_name="ingest")],
-        )
+        broker = service_broker(settings.redis_url, registry, "ingest")
     owned_seen: RedisSeenPapers | None = None
     if seen is None:
         seen = owned_seen = RedisSeenPapers.from_url(settings.redis_url)

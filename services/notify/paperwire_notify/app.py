@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker
-from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
 from paperwire_notify import handlers
@@ -18,7 +17,7 @@ from paperwire_notify.mailer import Mailer, SmtpMailer
 from paperwire_notify.metrics import NotifyMetrics
 from paperwire_shared.delivery import DeliveryPolicy, StreamConsumer
 from paperwire_shared.links import signer_for
-from paperwire_shared.service import stream_service
+from paperwire_shared.service import service_broker, stream_service
 from paperwire_shared.streams import NOTIFY_GROUP
 
 
@@ -36,10 +35,7 @@ def create_app(
     registry = CollectorRegistry()
     metrics = NotifyMetrics(registry)
     if broker is None:
-        broker = RedisBroker(
-            settings.redis_url,
-            middlewares=[RedisPrometheusMiddleware(registry=registry, app_name="notify")],
-        )
+        broker = service_broker(settings.redis_url, registry, "notify")
     mail = metrics.metered(mailer if mailer is not None else SmtpMailer(settings.smtp_url))
     ledger = Ledger(
         settings.database_url, claim_timeout=timedelta(seconds=settings.claim_timeout_seconds)

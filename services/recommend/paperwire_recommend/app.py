@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Response
 from faststream.redis import RedisBroker
-from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator import Instrumentator
@@ -26,7 +25,7 @@ from paperwire_shared import streams
 from paperwire_shared.delivery import DeliveryPolicy, StreamConsumer
 from paperwire_shared.events import DigestDue
 from paperwire_shared.links import signer_for
-from paperwire_shared.service import stop_task
+from paperwire_shared.service import service_broker, stop_task
 from paperwire_shared.streamstats import StreamStatsCollector
 from paperwire_shared.vectors import VectorStore, open_vector_store
 
@@ -47,10 +46,7 @@ def create_app(
     stream_stats = StreamStatsCollector(settings.redis_url if ensure_groups else None)
     registry.register(stream_stats)
     if broker is None:
-        broker = RedisBroker(
-            settings.redis_url,
-            middlewares=[RedisPrometheusMiddleware(registry=registry, app_name="recommend")],
-        )
+        broker = service_broker(settings.redis_url, registry, "recommend")
     owns_vectors = vectors is None
     sql = store or Store(settings.sql_url)
     vectors = vectors or open_vector_store(settings.qdrant_url, settings.qdrant_path)
