@@ -39,14 +39,16 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
 def service_broker(redis_url: str, registry: CollectorRegistry, name: str) -> RedisBroker:
     """A service's broker, its messages counted in ``registry`` under ``name``.
 
-    FastStream's "Received" and "Processed" lines, two per message, are logged at debug level
-    (`paperwire -v` shows them): at info, a day of arXiv papers wrote thousands of them. A failed
-    message is still logged at error level, with its traceback.
+    FastStream's "Received" and "Processed" lines, two per message, are left out unless the log
+    is at debug level (`paperwire -v`): a day of arXiv papers wrote thousands of them. A failed
+    message is always logged at error level, with its traceback.
     """
+    # FastStream's own logger stays at info: its lines are shown by logging them at info.
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     return RedisBroker(
         redis_url,
         middlewares=[RedisPrometheusMiddleware(registry=registry, app_name=name)],
-        log_level=logging.DEBUG,
+        log_level=logging.INFO if verbose else logging.DEBUG,
     )
 
 
