@@ -51,10 +51,15 @@ async def consume_one_good_and_one_bad(redis_url: str) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("verbose", [False, True])
 async def test_messages_are_logged_only_when_verbose_and_failures_always(
-    redis_url: str, verbose: bool, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, verbose: bool
 ) -> None:
-    monkeypatch.setattr(logging.getLogger(), "level", logging.DEBUG if verbose else logging.INFO)
-    lines = await consume_one_good_and_one_bad(redis_url)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)  # what `paperwire [-v]` sets
+    try:
+        lines = await consume_one_good_and_one_bad(redis_url)
+    finally:
+        root.setLevel(level)
     said = [text for _, text in lines]
     assert ("Received" in said and "Processed" in said) is verbose, lines
     errors = [text for level, text in lines if level == logging.ERROR]
