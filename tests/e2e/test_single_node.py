@@ -61,31 +61,36 @@ def seed_papers(page: Path) -> dict[str, str]:
     return {" ".join(t.split()): a for t, a in zip(lines[0::2], lines[1::2], strict=False)}
 
 
+def stack_log(data_dir: Path) -> Path:
+    """Where the stack's output goes: a file, not a pipe nobody reads. A full pipe blocks the
+    stack's logging, and with it the stack (it hung on stopping in CI once its log outgrew the
+    pipe's 64 KiB)."""
+    return data_dir.parent / "run.log"
+
+
 @pytest.fixture
 def running_stack(tmp_path: Path):
     data_dir = tmp_path / "data"
     port = free_port(4)
-    # To a file, not a pipe nobody reads: a full pipe would block the stack's logging, and with
-    # it the stack (it hung on stopping in CI once the log outgrew the pipe's 64 KiB).
-    log = (tmp_path / "run.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "paperwire",
-            "--data-dir",
-            str(data_dir),
-            "run",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with stack_log(data_dir).open("w") as log:  # the child keeps its own copy of the file
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "paperwire",
+                "--data-dir",
+                str(data_dir),
+                "run",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     api = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / "run.log").read_text()
+        assert proc.poll() is None, stack_log(data_dir).read_text()
         # stack.json appears once all four services are up: what the CLI looks for.
         if (data_dir / "run" / "stack.json").exists():
             assert httpx.get(f"{api}/readyz", timeout=5).status_code == 200
@@ -102,7 +107,6 @@ def running_stack(tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    log.close()
 
 
 def test_paper_file_in_personalised_email_out_and_nothing_left_behind(running_stack, shared_dir):
@@ -175,7 +179,7 @@ def test_paper_file_in_personalised_email_out_and_nothing_left_behind(running_st
         code = proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         code = None
-    assert code == 0, (data_dir.parent / "run.log").read_text()[-4000:]
+    assert code == 0, stack_log(data_dir).read_text()[-4000:]
     time.sleep(0.5)
     assert processes_using(data_dir) == []
     assert not (data_dir / "run" / "stack.json").exists()

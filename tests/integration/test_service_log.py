@@ -54,12 +54,12 @@ async def test_messages_are_logged_only_when_verbose_and_failures_always(
     redis_url: str, verbose: bool
 ) -> None:
     root = logging.getLogger()
-    level = root.level
+    saved = root.level
     root.setLevel(logging.DEBUG if verbose else logging.INFO)  # what `paperwire [-v]` sets
     try:
         lines = await consume_one_good_and_one_bad(redis_url)
     finally:
-        root.setLevel(level)
+        root.setLevel(saved)
     said = [text for _, text in lines]
     assert ("Received" in said and "Processed" in said) is verbose, lines
     errors = [text for level, text in lines if level == logging.ERROR]
