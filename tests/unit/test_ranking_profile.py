@@ -185,3 +185,27 @@ def test_min_score_gates_on_the_plain_cosine_even_in_a_whitened_space():
     vectors = np.stack([unit(1, 0.1, 0, 0), unit(-1, 0, 0.2, 0)])
     top = rank([Evidence("x", unit(1, 0, 0, 0))], ids, vectors, k=2, space=space, min_score=0.5)
     assert [r.paper_id for r in top] == ["close"]
+
+
+def test_an_interest_with_little_evidence_is_whitened_less():
+    # The corpus varies widely along the first axis and little along the others, so whitening
+    # magnifies the small axes. "same-side" shares the seed's side of the wide axis; "small-axes"
+    # shares its small-axis coordinates but lies on the other side of the wide axis.
+    rng = np.random.default_rng(3)
+    corpus = rng.normal(size=(400, 4)) * np.array([3.0, 0.3, 0.3, 0.3])
+    space = Space.fit(corpus.astype(np.float32))
+    assert space is not None
+    assert Space.shrinkage_for(1) > Space.shrinkage_for(5) > Space.shrinkage_for(200)
+    assert space.rescale(space.shrinkage) is None
+    seed = np.array([1.0, 0.3, 0.0, 0.0], np.float32)
+    ids = ["same-side", "small-axes"]
+    vectors = np.stack([[1.2, 0.0, 0.3, 0.0], [-0.2, 0.3, 0.0, 0.0]]).astype(np.float32)
+
+    def best(pieces: int) -> str:
+        evidence = [Evidence("x", seed, kind="saved", paper_id=f"s{i}") for i in range(pieces)]
+        return rank(evidence, ids, vectors, k=1, space=space)[0].paper_id
+
+    # One seed paper: almost only centred, the wide axis decides.
+    assert best(1) == "same-side"
+    # The same direction backed by 200 papers is trusted in every axis, the small ones included.
+    assert best(200) == "small-axes"

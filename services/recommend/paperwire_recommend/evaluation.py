@@ -323,10 +323,10 @@ class Paperwire:
         self.ids = [p.id for p in ctx.data.papers]
         self.titles = [p.title for p in ctx.data.papers]
         self.index = {pid: i for i, pid in enumerate(self.ids)}
-        space = ranking.Space.fit(ctx.vectors[ctx.seen])
+        self.space = ranking.Space.fit(ctx.vectors[ctx.seen])
         # Whiten every paper once rather than per user (rank() would do the same per call).
         self.raw = ctx.vectors
-        self.vectors = space.apply(ctx.vectors) if space else ctx.vectors
+        self.vectors = self.space.apply(ctx.vectors) if self.space else ctx.vectors
         visible = () if self.content_only else ctx.split.visible.items()
         self.cosaves = CoSaves((user, self.ids[i]) for user, library in visible for i in library)
         nearest = Nearest()
@@ -341,7 +341,7 @@ class Paperwire:
         library = [self.ids[i] for i in case.train]
         evidence = [
             ranking.Evidence(
-                "", self.vectors[i], seed_title=self.titles[i], kind="saved", paper_id=self.ids[i]
+                "", self.raw[i], seed_title=self.titles[i], kind="saved", paper_id=self.ids[i]
             )
             for i in case.train
         ]
@@ -361,13 +361,15 @@ class Paperwire:
         found = ranking.rank(
             evidence,
             candidate_ids,
-            self.vectors[candidates],
+            self.raw[candidates],
             k=k,
+            space=self.space,
+            whitened=self.vectors[candidates] if self.space else None,
             collaborative=self.cosaves.scores(library, candidate_ids),
             collaborative_scale=collaborative_scale,
             carried=carried,
             crowding=crowding,
-            dislikes=self.vectors[disliked] if disliked else None,
+            dislikes=self.raw[disliked] if disliked else None,
             exclude=exclude,
             knobs=self.knobs,
         )
