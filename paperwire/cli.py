@@ -248,6 +248,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.users is not None and args.users < 1:
         raise CliError("--users needs a positive number")
+    if args.library is not None and args.library < 1:
+        raise CliError("--library needs a positive number")
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -260,6 +262,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             seed=args.seed,
             content_only=args.content_only,
             api=args.api,
+            library=args.library,
             progress=progress,
         )
     except evaluation.EvalError as exc:
@@ -389,6 +392,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also score paperwire as the REST API ranks: only the candidates its searches and "
         "co-saves find, with its reference papers setting the scales",
+    )
+    evaluate.add_argument(
+        "--library",
+        type=int,
+        metavar="N",
+        help="each evaluated user keeps N papers of their library, drawn at random: how the "
+        "ranking does for new users",
     )
     evaluate.set_defaults(func=cmd_eval)
     return top

@@ -103,6 +103,19 @@ def test_cold_holds_out_papers_with_every_save_and_ranks_only_them(tmp_path):
     assert split.cases and all(c.held_out and c.held_out <= hidden for c in split.cases)
 
 
+def test_a_cut_library_keeps_n_of_each_evaluated_users_papers_and_drops_the_rest(tmp_path):
+    data = ev.load_dataset(write_dataset(tmp_path / "d"))
+    whole = ev.split(data, "warm", None, seed=0)
+    cut = ev.cut_libraries(whole, 3, seed=0)
+    assert [c.user for c in cut.cases] == [c.user for c in whole.cases]
+    for before, after in zip(whole.cases, cut.cases, strict=True):
+        assert len(after.train) == 3 and set(after.train.tolist()) <= set(before.train.tolist())
+        assert after.held_out == before.held_out
+        # The dropped papers are no longer the user's saves, for co-saves either.
+        assert set(cut.visible[after.user].tolist()) == set(after.train.tolist())
+    assert len(cut.visible["small"]) == len(whole.visible["small"])  # not evaluated: untouched
+
+
 def test_an_oracle_scores_one_and_paperwire_finds_the_users_topic(tmp_path):
     data = ev.load_dataset(write_dataset(tmp_path / "d"))
     vectors = HashingEncoder(dim=256).encode([p.text for p in data.papers])
@@ -155,6 +168,25 @@ def test_eval_json_has_every_method_with_the_three_metrics(tmp_path, monkeypatch
     for metrics in report["methods"].values():
         assert set(metrics) == {"recall@10", "recall@50", "ndcg@10"}
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_eval_library_cuts_the_evaluated_libraries_and_refuses_zero(tmp_path, monkeypatch, capsys):
+    folder = write_dataset(tmp_path / "d")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("EMBED_MODEL", raising=False)
+    hashing = HashingEncoder(dim=64)
+    hashing.name = "all-MiniLM-L6-v2"
+    data = ev.load_dataset(folder)
+    ev.paper_vectors(data, ev.EmbeddingCache(ev.default_cache_dir(), hashing))
+    whole_cases = ev.split(data, "warm", None, seed=0).cases
+
+    main(["eval", "--data", str(folder), "--library", "2", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["users"] == len(whole_cases)
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "--data", str(folder), "--library", "0"])
+    assert exited.value.code == 2
+    assert "--library needs a positive number" in capsys.readouterr().err
 
 
 def test_content_only_paperwire_learns_nothing_from_other_users(tmp_path):

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -171,6 +171,20 @@ def split(data: Dataset, protocol: EvalProtocol, users: int | None, seed: int) -
             "cold", _sample(cases, users, rng), visible, np.sort(hidden), frozenset(hidden.tolist())
         )
     raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def cut_libraries(chosen: Split, size: int, seed: int) -> Split:
+    """Each evaluated user keeps ``size`` papers of their visible library, drawn at random
+    (seeded): the new users a service mostly has. The papers dropped are nobody's saves any more,
+    so co-saves cannot bring them back."""
+    rng = np.random.default_rng(seed)
+    visible = dict(chosen.visible)
+    cases = []
+    for case in chosen.cases:
+        kept = case.train[np.sort(rng.permutation(len(case.train))[:size])]
+        visible[case.user] = kept
+        cases.append(replace(case, train=kept))
+    return replace(chosen, cases=cases, visible=visible)
 
 
 def _sample(cases: list[Case], users: int | None, rng: np.random.Generator) -> list[Case]:
@@ -455,12 +469,14 @@ def evaluate(
     methods: Sequence[Ranker] | None = None,
     content_only: bool = False,
     api: bool = False,
+    library: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``{"protocol", "users", "methods": {name: {"recall@10", "recall@50", "ndcg@10"}}}``.
 
     ``content_only``: paperwire learns nothing from other users' saves; ``api``: paperwire is
-    also scored as the REST API ranks, "paperwire (API)" (see ``Paperwire``).
+    also scored as the REST API ranks, "paperwire (API)" (see ``Paperwire``); ``library``: each
+    evaluated user keeps that many papers of their library (``cut_libraries``).
     """
     if methods is None:
         from paperwire_recommend.peers import peers
@@ -470,6 +486,8 @@ def evaluate(
             ours.append(Paperwire(content_only=content_only, api=True))
         methods = [*ours, *(ScoredRanker(m) for m in peers())]
     chosen = split(data, protocol, users, seed)
+    if library is not None:
+        chosen = cut_libraries(chosen, library, seed)
     ctx = Context(data, chosen, vectors, seed)
     results = {}
     for method in methods:
@@ -512,6 +530,7 @@ def run(
     encoder: Encoder | None = None,
     content_only: bool = False,
     api: bool = False,
+    library: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``paperwire eval``: load ``data_dir``, embed (cached), evaluate every method."""
@@ -535,5 +554,6 @@ def run(
         seed=seed,
         content_only=content_only,
         api=api,
+        library=library,
         progress=progress,
     )
