@@ -34,6 +34,8 @@ eval: install
 	$(EVAL) --protocol cold --api
 	$(EVAL) --protocol cold --content-only
 	$(EVAL) --protocol warm --api
+	$(EVAL) --protocol cold --library 1
+	$(EVAL) --protocol cold --library 5
 
 test-unit: install
 	$(BIN)/pytest tests/unit

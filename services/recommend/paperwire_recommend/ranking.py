@@ -17,10 +17,10 @@ development split, seed 1; see README "Recommendation quality"):
   evidence agree on and magnifies noise in what few papers say: an interest with ``n`` pieces of
   evidence is whitened with shrinkage ``WHITENING_SHRINKAGE`` × (1 + (``SMALL_EVIDENCE`` / n)²)
   (``Space.shrinkage_for``): ~120 for one seed paper (almost only centred), 5 for five, 0.6 for
-  twenty. Development splits (seeds 1 and 2), cold, each library cut to 2 / 5 / 10 papers:
-  Recall@50 0.374 / 0.481 / 0.545 -> 0.428 / 0.511 / 0.556, nDCG@10 0.170 / 0.233 / 0.270 ->
-  0.197 / 0.249 / 0.281; whole libraries cold 0.587 / 0.296 -> 0.591 / 0.297, warm 0.432 / 0.205
-  -> 0.432 / 0.208.
+  twenty. Development splits (seeds 1 and 2, 300 users), cold, each library cut to 1 / 2 / 5 / 10
+  papers (``paperwire eval --library N``): Recall@50 0.267 / 0.359 / 0.477 / 0.551 -> 0.315 /
+  0.405 / 0.499 / 0.561, nDCG@10 0.121 / 0.173 / 0.233 / 0.262 -> 0.132 / 0.187 / 0.242 / 0.269;
+  whole libraries cold 0.587 / 0.296 -> 0.591 / 0.297, warm 0.432 / 0.205 -> 0.432 / 0.208.
 - **Words**: a text interest also scores the share of its rarer words a paper uses (``terms``): the
   model alone ranks any "fine-tuning LLMs" paper above one about LoRA for an interest in
   "parameter-efficient fine-tuning (LoRA and adapters)"; on the seed page precision@5 went from 2/5
@@ -542,7 +542,6 @@ def rank(
     else:
         papers = space.apply(vectors) if whitened is None else whitened
     ev = space.apply(raw_evidence) if space else raw_evidence
-    sims = ev @ papers.T  # evidence × papers
     matched = None
     lexical = None
     worded = lexical_weight and any(e.text for e in evidence)
@@ -551,7 +550,6 @@ def rank(
         words = [words_of(t) for t in texts]
     if words is not None and worded:
         lexical, matched = lexical_scores(evidence, words, word_index)
-        sims = sims + lexical_weight * lexical
     gate = None
     if min_score > -1.0:
         gate = raw_evidence @ np.asarray(vectors, np.float32).T
@@ -591,12 +589,14 @@ def rank(
     for name in dict.fromkeys(e.interest for e in evidence):
         rows = np.asarray([i for i, e in enumerate(evidence) if e.interest == name])
         weights = np.asarray([evidence[i].weight for i in rows])[:, None]
-        block = sims[rows]
+        # Cosines in the space whitened for this much evidence (Space.shrinkage_for).
         factor = space.rescale(space.shrinkage_for(len(rows))) if space else None
-        if factor is not None:  # little evidence: whitened less (Space.shrinkage_for)
+        if factor is None:
+            block = ev[rows] @ papers.T
+        else:
             block = _unit_rows(ev[rows] * factor) @ _unit_rows(papers * factor).T
-            if lexical is not None:
-                block = block + lexical_weight * lexical[rows]
+        if lexical is not None:
+            block = block + lexical_weight * lexical[rows]
         top = block.max(axis=0)
         # Soft maximum: top + T·log(weighted mean of exp((s - top)/T)); exact max as T -> 0.
         shifted = np.exp((block - top) / POOL_TEMPERATURE) * weights
