@@ -519,8 +519,9 @@ def rank(
 ) -> list[Ranked]:
     """The ``k`` best papers among ``paper_ids`` (rows of unit ``vectors``), best first.
 
-    ``space``: whiten evidence, papers and dislikes before comparing (None: they already are, or
-    plain cosine); ``whitened``: ``space.apply(vectors)``, where the caller keeps it
+    ``space``: whiten evidence, papers and dislikes before comparing, each interest with the
+    shrinkage its amount of evidence calls for (``Space.shrinkage_for``; None: plain cosine);
+    ``whitened``: ``space.apply(vectors)``, where the caller keeps it
     (``Candidates.in_space``). ``texts`` (title and abstract per paper) turn on word matching and
     keyword rules; ``words``, each text's ``words_of``, where the caller holds them, stand for
     ``texts``, and ``word_index``, their ``WordIndex``, where the caller keeps one.
