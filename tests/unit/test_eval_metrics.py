@@ -143,15 +143,21 @@ def test_embeddings_are_encoded_once_and_then_read_from_the_cache(tmp_path):
     assert np.allclose(first[1], again[0]) and np.allclose(first[0], first[2])
 
 
-def test_eval_json_has_every_method_with_the_three_metrics(tmp_path, monkeypatch, capsys):
+def cached_dataset(tmp_path, monkeypatch) -> tuple[Path, ev.Dataset]:
+    """The test dataset with every text already in the embedding cache under the default model's
+    name, so ``paperwire eval`` never loads the real model."""
     folder = write_dataset(tmp_path / "d")
-    # The real model is never loaded: every text is already in the cache under its name.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("EMBED_MODEL", raising=False)
     hashing = HashingEncoder(dim=64)
     hashing.name = "all-MiniLM-L6-v2"
     data = ev.load_dataset(folder)
     ev.paper_vectors(data, ev.EmbeddingCache(ev.default_cache_dir(), hashing))
+    return folder, data
+
+
+def test_eval_json_has_every_method_with_the_three_metrics(tmp_path, monkeypatch, capsys):
+    folder, _ = cached_dataset(tmp_path, monkeypatch)
 
     main(["eval", "--data", str(folder), "--protocol", "cold", "--users", "4", "--json"])
     report = json.loads(capsys.readouterr().out)
@@ -171,13 +177,7 @@ def test_eval_json_has_every_method_with_the_three_metrics(tmp_path, monkeypatch
 
 
 def test_eval_library_cuts_the_evaluated_libraries_and_refuses_zero(tmp_path, monkeypatch, capsys):
-    folder = write_dataset(tmp_path / "d")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("EMBED_MODEL", raising=False)
-    hashing = HashingEncoder(dim=64)
-    hashing.name = "all-MiniLM-L6-v2"
-    data = ev.load_dataset(folder)
-    ev.paper_vectors(data, ev.EmbeddingCache(ev.default_cache_dir(), hashing))
+    folder, data = cached_dataset(tmp_path, monkeypatch)
     whole_cases = ev.split(data, "warm", None, seed=0).cases
 
     main(["eval", "--data", str(folder), "--library", "2", "--json"])
@@ -228,12 +228,7 @@ def test_api_paperwire_ranks_only_what_the_apis_searches_and_co_saves_find(tmp_p
 
 
 def test_eval_api_adds_the_api_row_and_its_gain(tmp_path, monkeypatch, capsys):
-    folder = write_dataset(tmp_path / "d")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("EMBED_MODEL", raising=False)
-    hashing = HashingEncoder(dim=64)
-    hashing.name = "all-MiniLM-L6-v2"
-    ev.paper_vectors(ev.load_dataset(folder), ev.EmbeddingCache(ev.default_cache_dir(), hashing))
+    folder, _ = cached_dataset(tmp_path, monkeypatch)
 
     main(["eval", "--data", str(folder), "--protocol", "warm", "--api"])
     out = capsys.readouterr().out
