@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from paperwire_recommend.collaborative import CoSaves
-from paperwire_recommend.ranking import Evidence, Facts, Knobs, Rules, Space, rank
+from paperwire_recommend.ranking import (
+    COLLABORATIVE_WEIGHT,
+    Evidence,
+    Facts,
+    Knobs,
+    Rules,
+    Space,
+    collaborative_weight,
+    rank,
+)
 
 
 def unit(*xs: float) -> np.ndarray:
@@ -85,6 +94,31 @@ def test_co_saves_lift_what_readers_of_the_users_papers_also_saved():
     top = rank(evidence, ids, vectors, k=1, collaborative=collaborative)
     assert top[0].paper_id == "co-saved"
     assert top[0].reason.endswith("also saved by readers of your papers")
+
+
+def test_co_saves_weigh_more_for_a_larger_library():
+    # "alone" is far more relevant than "co-saved", which readers of the user's papers also saved.
+    ids = ["co-saved", "alone", *(f"far{i}" for i in range(6))]
+    vectors = np.stack(
+        [unit(0.3, 0.95, 0), unit(1, 0.1, 0)] + [unit(0, 0.1 * i, 1) for i in range(6)]
+    )
+    collaborative = np.asarray([1.0, *[0.0] * 7])
+
+    def best(papers: int) -> str:
+        evidence = [
+            Evidence("x", unit(1, 0, 0), kind="saved", paper_id=f"p{i}") for i in range(papers)
+        ]
+        return rank(evidence, ids, vectors, k=1, collaborative=collaborative)[0].paper_id
+
+    assert best(10) == "alone"
+    # The same relevance, from 100 papers whose readers' other saves agree on "co-saved".
+    assert best(100) == "co-saved"
+    # Papers count once however many interests hold them; text evidence is no paper.
+    shared = [Evidence(name, unit(1, 0, 0), paper_id=f"p{i}") for name in "ab" for i in range(30)]
+    assert collaborative_weight(shared) == pytest.approx(COLLABORATIVE_WEIGHT * 1.5)
+    assert (
+        collaborative_weight([Evidence("x", unit(1, 0, 0), text="x")] * 50) == COLLABORATIVE_WEIGHT
+    )
 
 
 def test_carried_co_saves_lift_a_brand_new_paper_and_crowding_lowers_one_like_everything():
