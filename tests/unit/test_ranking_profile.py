@@ -121,6 +121,41 @@ def test_co_saves_weigh_more_for_a_larger_library():
     )
 
 
+def test_a_bounded_set_measured_on_its_random_sample_ranks_as_every_paper_would():
+    # As the API ranks: the papers nearest the evidence and the most co-saved, plus papers drawn at
+    # random (never shown unless found) that set the scales. Relevance's spread measured over the
+    # random ones (scale_rows) gives the order a ranking of every paper gives; measured over the
+    # whole bounded set, mostly close to the user, it does not.
+    same = {"bounded set": 0, "random sample": 0}
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        vectors = rng.normal(size=(2000, 8)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        ids = [f"p{i}" for i in range(2000)]
+        co_saves = np.where(rng.random(2000) < 0.1, rng.exponential(1, 2000), 0.0)
+        kwargs = {"k": 10, "collaborative_scale": (co_saves.mean(), co_saves.std())}
+        evidence = [Evidence("x", vectors[0], kind="saved", paper_id="p0")]
+        every = rank(evidence, ids, vectors, collaborative=co_saves, exclude={"p0"}, **kwargs)
+        found = np.concatenate(
+            [np.argsort(-(vectors @ vectors[0]))[:100], np.argsort(-co_saves)[:100]]
+        )
+        drawn = rng.choice(2000, 300, replace=False)
+        rows = np.unique(np.concatenate([found, drawn]))
+        hidden = {ids[i] for i in set(rows.tolist()) - set(found.tolist())} | {"p0"}
+        for name, scale_rows in (("bounded set", None), ("random sample", np.isin(rows, drawn))):
+            top = rank(
+                evidence,
+                [ids[i] for i in rows],
+                vectors[rows],
+                collaborative=co_saves[rows],
+                exclude=hidden,
+                scale_rows=scale_rows,
+                **kwargs,
+            )
+            same[name] += [r.paper_id for r in top] == [r.paper_id for r in every]
+    assert same == {"bounded set": 0, "random sample": 4}
+
+
 def test_carried_co_saves_lift_a_brand_new_paper_and_crowding_lowers_one_like_everything():
     # Eight new papers nobody saved; "plain" is a little more relevant than "carried". "carried" is
     # like papers that readers of the user's library saved; "plain" is like everybody's library.

@@ -362,10 +362,12 @@ class Paperwire:
         disliked = self.dislikes.get(case.user, [])
         exclude = frozenset(self.ids[i] for i in disliked)
         collaborative_scale = None
+        scale_rows = None
         if self.api:  # as Recommender._rank ranks them
             candidates, scale_only = self._api_candidates(case, candidates, k, library, exclude)
             exclude |= {self.ids[i] for i in scale_only}
             candidates = np.concatenate([candidates, scale_only])
+            scale_rows = np.isin(candidates, self.reference)
             if len(self.cosaves):
                 collaborative_scale = self.cosaves.corpus_scale(library, len(self.ids))
         candidate_ids = [self.ids[i] for i in candidates]
@@ -386,6 +388,7 @@ class Paperwire:
             dislikes=self.raw[disliked] if disliked else None,
             exclude=exclude,
             knobs=self.knobs,
+            scale_rows=scale_rows,
         )
         return np.asarray([self.index[r.paper_id] for r in found], dtype=int)
 

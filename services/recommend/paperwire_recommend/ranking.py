@@ -491,7 +491,8 @@ def collaborative_weight(evidence: Sequence[Evidence]) -> float:
     warm Recall@50 0.34-0.37 and at 1.2 0.34-0.40, for 80 or more 0.31-0.32 and 0.34-0.38, while
     under 20 papers 0.4 stayed best. The API's candidates are mostly co-saved papers already
     (``recommender.api_candidates``): there the rule moved nothing beyond noise (seeds 1 / 2,
-    Recall@50 0.413 / 0.431 -> 0.410 / 0.431)."""
+    Recall@50 0.413 / 0.431 -> 0.410 / 0.431, before relevance's spread was measured over the
+    API's random sample, ``scale_rows``)."""
     papers = len({e.paper_id for e in evidence if e.paper_id})
     return COLLABORATIVE_WEIGHT * max(1.0, papers / LARGE_LIBRARY)
 
@@ -535,6 +536,7 @@ def rank(
     rules: Mapping[str, Rules] | None = None,
     knobs: Knobs = Knobs(),  # noqa: B008 - frozen
     now: float | None = None,
+    scale_rows: np.ndarray | None = None,
 ) -> list[Ranked]:
     """The ``k`` best papers among ``paper_ids`` (rows of unit ``vectors``), best first.
 
@@ -549,8 +551,11 @@ def rank(
     candidates is mostly co-saved with the user's library, the corpus mostly not; ``carried`` and ``crowding``: co-saves carried to
     each paper from the saved papers most like it, and its mean cosine to them
     (``CoSaves.carried``). ``dislikes``: vectors of disliked papers (rows).
-    ``min_score``: a paper whose best raw cosine (plus words) to an interest's evidence is below it
-    is not worth showing for that interest. ``now``: unix seconds, for recency (default: the newest
+    ``scale_rows``: a mask of the candidates drawn at random from the corpus (the API's reference
+    papers, ``recommender.API_REFERENCE_PAPERS``): relevance's spread is measured over them alone,
+    as over every paper, not over a set mostly close to the user. ``min_score``: a paper whose
+    best raw cosine (plus words) to an interest's evidence is below it is not worth showing for
+    that interest. ``now``: unix seconds, for recency (default: the newest
     candidate's date).
     """
     if not evidence or not len(paper_ids):
@@ -622,7 +627,8 @@ def rank(
         shifted = np.exp((block - top) / POOL_TEMPERATURE) * weights
         relevance = top + POOL_TEMPERATURE * np.log(shifted.sum(axis=0) / weights.sum())
         # Floored, so the knobs still break ties among papers of equal relevance.
-        spread = max(float(relevance.std()), _MIN_SPREAD)
+        sample = relevance if scale_rows is None or scale_rows.sum() < 2 else relevance[scale_rows]
+        spread = max(float(sample.std()), _MIN_SPREAD)
         interest = _Interest(name, rows)
         interest.best_row = rows[shifted.argmax(axis=0)]
         interest.score = relevance + spread * shared - penalty
