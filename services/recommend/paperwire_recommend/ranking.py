@@ -42,7 +42,9 @@ development split, seed 1; see README "Recommendation quality"):
 Every term other than relevance is expressed in standard deviations of the interest's relevance over
 the candidates, so a knob means the same whatever the size of the candidate set. Over a set already
 narrowed to papers close to the user those scales shrink: the API adds a random sample of the
-corpus to its candidates, excluded, to keep them (recommender.API_REFERENCE_PAPERS). A paper's
+corpus to its candidates, excluded, to keep them (recommender.API_REFERENCE_PAPERS), and measures
+relevance's spread over that sample alone (``scale_rows``): over the sample and the papers close to
+the user together it came out about twice as wide as over the corpus. A paper's
 reason names the piece of the user's own evidence that contributed most to its relevance.
 """
 
