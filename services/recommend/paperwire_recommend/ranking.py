@@ -5,7 +5,7 @@ the user liked, saved or opened. Each interest scores every candidate on its own
 unrelated interests gets both, not their average), then interests take turns filling the list.
 
 How an interest scores a paper, and the measurement behind each choice (CiteULike-a, tuned on a
-development split, seed 1; see README "Recommendation quality"):
+development split, seed 1; see README "Recommendation quality" and docs/ranking.md):
 
 - **Relevance**: cosines in a whitened embedding space (``Space``), pooled over the interest's
   evidence with a soft maximum at temperature ``POOL_TEMPERATURE``. all-MiniLM-L6-v2 vectors share a
