@@ -153,7 +153,9 @@ def test_a_bounded_set_measured_on_its_random_sample_ranks_as_every_paper_would(
                 **kwargs,
             )
             same[name] += [r.paper_id for r in top] == [r.paper_id for r in every]
-    assert same == {"bounded set": 0, "random sample": 4}
+    # 0 and 4 of 6 here; the bounds leave room for another BLAS's last bits.
+    assert same["bounded set"] <= 1
+    assert same["random sample"] >= 4
 
 
 def test_carried_co_saves_lift_a_brand_new_paper_and_crowding_lowers_one_like_everything():
