@@ -493,10 +493,10 @@ def collaborative_weight(evidence: Sequence[Evidence]) -> float:
     warm Recall@50 0.34-0.37 and at 1.2 0.34-0.40, for 80 or more 0.31-0.32 and 0.34-0.38, while
     under 20 papers 0.4 stayed best. Over 150 users with 80-322 papers (seeds 1 / 2): Recall@50
     0.375 / 0.380 -> 0.396 / 0.409, nDCG@10 0.437 / 0.448 -> 0.461 / 0.480; the weight held at 80
-    papers' worth or 160 papers' worth, within 0.005 of that. The API's candidates are mostly co-saved papers already
-    (``recommender.api_candidates``): there the rule moved nothing beyond noise (seeds 1 / 2,
-    Recall@50 0.413 / 0.431 -> 0.410 / 0.431, before relevance's spread was measured over the
-    API's random sample, ``scale_rows``)."""
+    or 160 papers' worth, within 0.005 of that. The API's candidates are mostly co-saved papers
+    already (``recommender.api_candidates``): there the rule moved nothing beyond noise (seeds
+    1 / 2, Recall@50 0.413 / 0.431 -> 0.410 / 0.431, before relevance's spread was measured over
+    the API's random sample, ``scale_rows``)."""
     papers = len({e.paper_id for e in evidence if e.paper_id})
     return COLLABORATIVE_WEIGHT * max(1.0, papers / LARGE_LIBRARY)
 
@@ -613,6 +613,8 @@ def rank(
         disliked = space.apply(dislikes) if space else np.asarray(dislikes, np.float32)
         penalty = DISLIKE_WEIGHT * np.maximum((disliked @ papers.T).max(axis=0), 0)
 
+    if scale_rows is not None and scale_rows.sum() < 2:
+        scale_rows = None  # too few to measure a spread over: all the candidates, as without
     blocked = np.fromiter((p in exclude for p in paper_ids), bool, n)
     interests = []
     for name in dict.fromkeys(e.interest for e in evidence):
@@ -631,7 +633,7 @@ def rank(
         shifted = np.exp((block - top) / POOL_TEMPERATURE) * weights
         relevance = top + POOL_TEMPERATURE * np.log(shifted.sum(axis=0) / weights.sum())
         # Floored, so the knobs still break ties among papers of equal relevance.
-        sample = relevance if scale_rows is None or scale_rows.sum() < 2 else relevance[scale_rows]
+        sample = relevance if scale_rows is None else relevance[scale_rows]
         spread = max(float(sample.std()), _MIN_SPREAD)
         interest = _Interest(name, rows)
         interest.best_row = rows[shifted.argmax(axis=0)]

@@ -61,10 +61,10 @@ API_COSAVED_CANDIDATES = 200
 # other signal is measured in, is taken over these papers alone (``rank(scale_rows=...)``): over
 # the whole bounded set, mostly close to the user, it came out about twice as wide as over the
 # corpus (warm, seed 1, 60 users: 0.046 on average, against 0.025 over these papers and 0.024 over
-# every paper), so co-saves weighed about twice what they weigh in a ranking of every paper. Warm, seeds 1 / 2 / 3: Recall@50
-# 0.410 / 0.431 / 0.434 -> 0.433 / 0.442 / 0.434 (every paper ranked: 0.437 / 0.442 / 0.436),
-# nDCG@10 0.207 / 0.221 / 0.232 -> 0.209 / 0.219 / 0.234; cold, seeds 1 / 2: Recall@50 0.575 /
-# 0.594 -> 0.570 / 0.591, nDCG@10 0.302 / 0.284 -> 0.305 / 0.284.
+# every paper), so co-saves weighed about twice what they weigh in a ranking of every paper. Warm,
+# seeds 1 / 2 / 3: Recall@50 0.410 / 0.431 / 0.434 -> 0.433 / 0.442 / 0.434 (every paper ranked:
+# 0.437 / 0.442 / 0.436), nDCG@10 0.207 / 0.221 / 0.232 -> 0.209 / 0.219 / 0.234; cold, seeds
+# 1 / 2: Recall@50 0.575 / 0.594 -> 0.570 / 0.591, nDCG@10 0.302 / 0.284 -> 0.305 / 0.284.
 API_REFERENCE_PAPERS = 300
 # The most recent feedback papers used as evidence (a library of thousands stays fast).
 MAX_FEEDBACK_EVIDENCE = 500
