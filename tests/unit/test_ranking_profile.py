@@ -280,3 +280,23 @@ def test_an_interest_with_little_evidence_is_whitened_less():
     assert best(1) == "same-side"
     # The same direction backed by 200 papers is trusted in every axis, the small ones included.
     assert best(200) == "small-axes"
+
+
+def test_an_interest_with_little_evidence_scores_the_cosines_of_a_space_whitened_for_it():
+    # rank() rescales the space fitted at WHITENING_SHRINKAGE to the shrinkage one seed paper
+    # calls for; the cosines must be those of a space fitted at that shrinkage to begin with.
+    rng = np.random.default_rng(7)
+    corpus = (rng.normal(size=(300, 6)) * np.array([3.0, 2.0, 1.0, 0.5, 0.3, 0.1])).astype(
+        np.float32
+    )
+    space = Space.fit(corpus)
+    assert space is not None
+    seed = corpus[0]
+    ids = [f"p{i}" for i in range(1, 41)]
+    papers = corpus[1:41] / np.linalg.norm(corpus[1:41], axis=1, keepdims=True)
+    found = rank([Evidence("x", seed, kind="saved", paper_id="s")], ids, papers, k=40, space=space)
+    own = Space.fit(corpus, shrinkage=Space.shrinkage_for(1))
+    assert own is not None
+    expected = own.apply(papers) @ own.apply(seed[None])[0]
+    got = {r.paper_id: r.score for r in found}
+    assert np.allclose([got[p] for p in ids], expected, atol=1e-5)

@@ -616,6 +616,7 @@ def rank(
     if scale_rows is not None and scale_rows.sum() < 2:
         scale_rows = None  # too few to measure a spread over: all the candidates, as without
     blocked = np.fromiter((p in exclude for p in paper_ids), bool, n)
+    squared = None  # papers², once, for the interests whose cosines are rescaled
     interests = []
     for name in dict.fromkeys(e.interest for e in evidence):
         rows = np.asarray([i for i, e in enumerate(evidence) if e.interest == name])
@@ -625,7 +626,13 @@ def rank(
         if factor is None:
             block = ev[rows] @ papers.T
         else:
-            block = _unit_rows(ev[rows] * factor) @ _unit_rows(papers * factor).T
+            # unit(e·f) · unit(p·f) without a rescaled copy of every paper: |p·f|² = p² · f².
+            if squared is None:
+                squared = papers * papers
+            norms = np.sqrt(squared @ (factor * factor))
+            block = ((_unit_rows(ev[rows] * factor) * factor) @ papers.T) / np.where(
+                norms > 0, norms, 1.0
+            )
         if lexical is not None:
             block = block + lexical_weight * lexical[rows]
         top = block.max(axis=0)

@@ -379,6 +379,10 @@ class Recommender:
         takes them (kept whitened in ``space``), and the papers read (by id), for their payloads."""
         recent = self._read_recent(since, space)
         keep = np.flatnonzero(recent.embedded >= since)[:MAX_DIGEST_CANDIDATES]
+        if len(keep) == len(recent.candidates):
+            # All of them (a user whose last digest is as old as the oldest this tick read for):
+            # selecting them would copy 2,000 papers' vectors and words for nothing.
+            return recent.candidates, recent.papers
         return recent.candidates.select(keep), recent.papers
 
     def forget_recent(self) -> None:
