@@ -26,8 +26,9 @@ demo: install
 test: install
 	$(BIN)/pytest
 
-# The README's recommendation-quality tables: cold, cold without other users' saves, warm
-# (~12 minutes on 2 cores; the first run also embeds the 16,980 papers, ~4 minutes, then cached).
+# The README's recommendation-quality tables: cold (with the API's ranking), cold without other
+# users' saves, warm (with the API's), and new users with 1 and 5 papers (7-14 minutes on 2 cores;
+# the first run also embeds the 16,980 papers, ~2-4 minutes, then cached).
 EVAL_DATA ?= ../shared/data/citeulike-a
 EVAL := $(BIN)/paperwire eval --data $(EVAL_DATA) --users 1000 --seed 0
 eval: install

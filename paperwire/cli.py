@@ -52,7 +52,10 @@ def _api_url(data_dir: Path) -> str:
 
 def cmd_run(args: argparse.Namespace) -> None:
     if args.service:
-        asyncio.run(launcher.run_service(args.service, args.host))
+        try:
+            asyncio.run(launcher.run_service(args.service, args.host))
+        except launcher.SettingsError as exc:
+            raise CliError(str(exc)) from exc
     else:
         asyncio.run(launcher.run_single_node(args.data_dir, args.port))
 
@@ -342,7 +345,9 @@ def parser() -> argparse.ArgumentParser:
     outbox.set_defaults(func=cmd_outbox)
 
     dlq = sub.add_parser("dlq", help="entries no consumer could handle: list, show, replay, drop")
-    dlq.add_argument("action", choices=("list", "show", "replay", "drop"))
+    dlq.add_argument(
+        "action", nargs="?", default="list", choices=("list", "show", "replay", "drop")
+    )
     dlq.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids (from `dlq list`)")
     dlq.add_argument("--stream", help="only the dead letters that came from this stream")
     dlq.add_argument("--all", action="store_true", help="replay or drop every dead letter")
@@ -357,7 +362,12 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="offline demo: sample papers in, a digest in the outbox")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PAPERWIRE_API_PORT", 8000)),
+        help="API port; the other services take the next three (default 8000)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     reindex = sub.add_parser(
@@ -373,8 +383,8 @@ def parser() -> argparse.ArgumentParser:
         "eval",
         help="offline evaluation of the ranking against peer methods on a dataset",
         description="Recall@10, Recall@50 and nDCG@10 of paperwire's ranking and of each peer "
-        "method on a dataset (papers.jsonl + interactions.csv). warm: 20%% of each library "
-        "(users with 10+ papers) held out, every unsaved paper a candidate; cold: 20%% of the "
+        "method on a dataset (papers.jsonl + interactions.csv). warm: 20% of each library "
+        "(users with 10+ papers) held out, every unsaved paper a candidate; cold: 20% of the "
         "papers held out with all their saves, only they are candidates.",
     )
     evaluate.add_argument("--data", type=Path, required=True, metavar="DIR")

@@ -86,6 +86,15 @@ async def _serve(servers: dict[str, _Server]) -> AsyncIterator[None]:
         await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
+def notify_settings(common: dict[str, Any], smtp_url: str, api_url: str) -> Any:
+    """notify's settings in the whole stack: links in emails point at ``NOTIFY_PUBLIC_URL``
+    where it is set (a reverse proxy's address), else at the stack's own API."""
+    from paperwire_notify.config import Settings as NotifySettings
+
+    settings = NotifySettings(**common, smtp_url=smtp_url)
+    return settings if settings.public_url else settings.model_copy(update={"public_url": api_url})
+
+
 @contextlib.asynccontextmanager
 async def single_node(
     data_dir: Path, api_port: int = 8000, host: str = "127.0.0.1"
@@ -96,7 +105,6 @@ async def single_node(
     from paperwire_ingest.app import create_app as ingest_app
     from paperwire_ingest.config import Settings as IngestSettings
     from paperwire_notify.app import create_app as notify_app
-    from paperwire_notify.config import Settings as NotifySettings
     from paperwire_recommend.app import create_app as recommend_app
     from paperwire_recommend.config import Settings as RecommendSettings
     from paperwire_shared.vectors import open_vector_store
@@ -128,7 +136,7 @@ async def single_node(
             "embed": (embed_app(EmbedSettings(**common), store=vectors), api_port + 2),
             "recommend": (recommend_app(recommend_settings, vectors=vectors), api_port),
             "notify": (
-                notify_app(NotifySettings(**common, smtp_url=smtp_url, public_url=api_url)),
+                notify_app(notify_settings(common, smtp_url, api_url)),
                 api_port + 3,
             ),
         }
@@ -163,13 +171,30 @@ async def run_single_node(data_dir: Path, api_port: int) -> None:
     log.info("paperwire stopped")
 
 
+class SettingsError(Exception):
+    """A service's settings are missing or invalid; the message names each one."""
+
+
 def service_app(name: str) -> tuple[Any, int]:
     """One service's app and port, configured from the environment (what compose runs)."""
+    from pydantic import ValidationError
+
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
     app = importlib.import_module(f"paperwire_{name}.app")
     config = importlib.import_module(f"paperwire_{name}.config")
-    settings = config.Settings()
+    try:
+        settings = config.Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])} "
+            + ("is not set" if error["type"] == "missing" else f"is invalid: {error['msg']}")
+            for error in exc.errors()
+        )
+        raise SettingsError(
+            f"{name} alone needs its settings from the environment: {problems} "
+            "(README, Configuration; `paperwire run` without a service starts what is missing)"
+        ) from exc
     return app.create_app(settings), settings.port
 
 

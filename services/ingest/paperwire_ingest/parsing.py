@@ -120,7 +120,7 @@ def detect_format(name: str, head: str) -> Format | None:
 
 
 class _Record(BaseModel):
-    """One JSON Lines record (schema: shared/data/README.md); strict: a wrong type is an error."""
+    """One JSON Lines record (schema: README, Commands); strict: a wrong type is an error."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
 

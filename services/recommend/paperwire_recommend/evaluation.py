@@ -1,6 +1,6 @@
 """Offline evaluation (`paperwire eval`): protocols, metrics, the embedding cache, the report.
 
-A dataset is a folder in the schema of ``shared/data/README.md`` (``papers.jsonl``,
+A dataset is a folder in the schema of the README's "Recommendation quality" (``papers.jsonl``,
 ``interactions.csv``). paperwire is scored through the production ranking code
 (``ranking.rank``), the peers through ``peers.py``; every method sees the same split, the same
 candidates and the same embeddings.
@@ -71,7 +71,9 @@ def load_dataset(folder: Path) -> Dataset:
     papers_file, interactions_file = folder / "papers.jsonl", folder / "interactions.csv"
     for path in (papers_file, interactions_file):
         if not path.is_file():
-            raise EvalError(f"{path} is missing (schema: shared/data/README.md)")
+            raise EvalError(
+                f"{path} is missing: a dataset folder holds papers.jsonl and interactions.csv (README, Recommendation quality)"
+            )
     papers = []
     with papers_file.open(encoding="utf-8") as lines:
         for line_no, line in enumerate(lines, 1):
