@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         except launcher.SettingsError as exc:
             raise CliError(str(exc)) from exc
     else:
-        asyncio.run(launcher.run_single_node(args.data_dir, args.port))
+        asyncio.run(launcher.run_single_node(args.data_dir, args.port, args.host))
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
@@ -303,7 +303,12 @@ def parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("PAPERWIRE_API_PORT", 8000)),
         help="API port; the other services take the next three (default 8000)",
     )
-    run.add_argument("--host", default="127.0.0.1", help="address to listen on (one service)")
+    run.add_argument(
+        "--host",
+        default=os.environ.get("PAPERWIRE_API_HOST", "127.0.0.1"),
+        help="address the API (or the one service) listens on (default 127.0.0.1: this machine "
+        "only; 0.0.0.0: every interface)",
+    )
     run.set_defaults(func=cmd_run)
 
     ingest = sub.add_parser(

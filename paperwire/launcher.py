@@ -95,6 +95,27 @@ def notify_settings(common: dict[str, Any], smtp_url: str, api_url: str) -> Any:
     return settings if settings.public_url else settings.model_copy(update={"public_url": api_url})
 
 
+LOOPBACK = "127.0.0.1"
+ANY_ADDRESS = ("0.0.0.0", "::")
+
+
+def _warn_if_exposed(host: str, environment: str, api_port: int) -> None:
+    """Say what serving the API beyond this machine asks for."""
+    if environment == "development":
+        log.warning(
+            "the API listens on %s:%d in development mode, with generated keys: for anything "
+            "others can reach, set PAPERWIRE_ENV=production, PAPERWIRE_SECRET_KEY and "
+            "PAPERWIRE_API_KEY (README, Security)",
+            host,
+            api_port,
+        )
+    if host in ANY_ADDRESS and not os.environ.get("NOTIFY_PUBLIC_URL"):
+        log.warning(
+            "NOTIFY_PUBLIC_URL is not set: links in emails point at this machine's own address "
+            "(127.0.0.1), which readers elsewhere cannot open"
+        )
+
+
 @contextlib.asynccontextmanager
 async def single_node(
     data_dir: Path, api_port: int = 8000, host: str = "127.0.0.1"
@@ -130,7 +151,11 @@ async def single_node(
         # One vector store for embed and recommend: Qdrant Edge opens once per process.
         vectors = open_vector_store(recommend_settings.qdrant_url, recommend_settings.qdrant_path)
         parts.callback(vectors.close)
-        api_url = f"http://{host}:{api_port}"
+        # Only the API listens on ``host``; ingest, embed and notify stay on this machine.
+        local = LOOPBACK if host in ANY_ADDRESS else host
+        api_url = f"http://{local}:{api_port}"
+        if host not in (LOOPBACK, "::1", "localhost"):
+            _warn_if_exposed(host, recommend_settings.environment, api_port)
         apps = {
             "ingest": (ingest_app(IngestSettings(**common)), api_port + 1),
             "embed": (embed_app(EmbedSettings(**common), store=vectors), api_port + 2),
@@ -140,7 +165,10 @@ async def single_node(
                 api_port + 3,
             ),
         }
-        servers = {name: _server(app, host, port) for name, (app, port) in apps.items()}
+        servers = {
+            name: _server(app, host if name == "recommend" else LOOPBACK, port)
+            for name, (app, port) in apps.items()
+        }
         async with _serve(servers):
             found = Endpoints(
                 redis_url, api_url, smtp_url, str(outbox) if outbox else None, os.getpid()
@@ -165,8 +193,8 @@ async def until_stopped() -> None:
     await stop.wait()
 
 
-async def run_single_node(data_dir: Path, api_port: int) -> None:
-    async with single_node(data_dir, api_port):
+async def run_single_node(data_dir: Path, api_port: int, host: str = "127.0.0.1") -> None:
+    async with single_node(data_dir, api_port, host):
         await until_stopped()
     log.info("paperwire stopped")
 
