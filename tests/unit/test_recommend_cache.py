@@ -395,28 +395,3 @@ async def test_the_api_hands_ranking_its_candidates_whitened_reference_papers_as
     np.testing.assert_allclose(whitened, space.apply(raw), atol=1e-5)
     await recommender.close()
     vectors.close()
-
-
-async def test_a_request_for_papers_since_a_date_searches_further_than_one_without(
-    tmp_path, monkeypatch
-):
-    """Only papers published since the date are searched, none of them co-saved if new: each
-    interest's search brings more of them (recommender.API_SINCE_CANDIDATES_PER_INTEREST)."""
-    encoder = HashingEncoder()
-    titles = {f"old-{i}": f"graph neural networks variant {i}" for i in range(40)}
-    vectors = SearchRecording(tmp_path / "qdrant")
-    vectors.upsert(stored_papers(titles, encoder, at=1_000.0))
-    fresh = {f"new-{i}": f"graph neural networks for molecules {i}" for i in range(40)}
-    vectors.upsert(stored_papers(fresh, encoder, at=2_000_000.0))
-    recommender, store = recommend_over(tmp_path, vectors, encoder)
-    interest = Interest("graphs", text="graph neural networks")
-    user = store.create_user("a@example.org", "daily", 5, [interest], datetime.now(UTC))
-    monkeypatch.setattr(recommender_module, "API_CANDIDATES_PER_INTEREST", 1)
-    monkeypatch.setattr(recommender_module, "API_SINCE_CANDIDATES_PER_INTEREST", 30)
-
-    await recommender.recommend(user, 1)  # k=1: max(10 x k, 1) = 10 papers
-    assert len(vectors.searched) == 10
-    vectors.searched.clear()
-    found = await recommender.recommend(user, 1, published_since=1_000_000.0)
-    assert len(vectors.searched) == 30 and vectors.searched <= set(fresh)
-    assert {r.ranked.paper_id for r in found} <= set(fresh)

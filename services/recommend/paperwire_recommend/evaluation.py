@@ -321,8 +321,7 @@ class Paperwire:
     ``api``: rank what the REST API ranks instead of every candidate: the candidates its searches
     and co-saves find (``recommender.api_candidates``, the vector search done exactly over the
     candidates), with ``API_REFERENCE_PAPERS`` papers drawn at random from those that exist
-    before the test setting the scales, never shown. In the cold protocol, where only new papers
-    are candidates, it ranks as a request for papers published since a date (``?since=``).
+    before the test setting the scales, never shown.
     """
 
     name = "paperwire"
@@ -353,8 +352,6 @@ class Paperwire:
         # As recommend draws them when it fits the space (``Recommender._fit_space``).
         drawn = np.random.default_rng(0).permutation(len(ctx.seen))[:API_REFERENCE_PAPERS]
         self.reference = ctx.seen[np.sort(drawn)]
-        # Cold, the candidates are the new papers: as a request for papers published since a date.
-        self.since = ctx.split.protocol == "cold"
 
     def ranked(self, case: Case, candidates: np.ndarray, k: int) -> np.ndarray:
         library = [self.ids[i] for i in case.train]
@@ -424,7 +421,7 @@ class Paperwire:
         in_pool = set(pool.tolist())
         found = [
             i
-            for p in api_candidates(profile, k, self.cosaves, search, since=self.since)
+            for p in api_candidates(profile, k, self.cosaves, search)
             if (i := self.index[p]) in in_pool
         ]
         taken = set(found)  # the user's own papers among them too, as in recommend: never shown

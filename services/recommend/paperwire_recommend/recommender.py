@@ -41,13 +41,6 @@ RECENT_MAX_AGE = 600.0
 # co-saved with the user's library. 200 per interest keeps a 10-paper answer's re-ranking
 # meaningful while the request stays within one vector search per interest.
 API_CANDIDATES_PER_INTEREST = 200
-# The same for a request for papers published since a date (``?since=``): only those are searched,
-# none of them has co-saves yet if they are new, and ranking every paper the search would find
-# brings more of the user's papers than the nearest to the evidence's mean alone. Development
-# splits, cold (where ``paperwire eval --api`` stands for such a request), seeds 1 / 2: Recall@50
-# 0.570 / 0.591 with the searches as without a date (500 papers for k=50), 0.575 (800), 0.581 /
-# 0.597 with 1,500, 0.582 with every new paper (seed 1); nDCG@10 0.305 / 0.284 -> 0.305 / 0.286.
-API_SINCE_CANDIDATES_PER_INTEREST = 1_500
 API_COSAVED_CANDIDATES = 200
 # That bounded set is all close to the user's evidence: standardised over it alone (ranking.rank
 # measures every signal in standard deviations over the candidates), relevance spreads little and
@@ -626,8 +619,7 @@ class Recommender:
             )
             return [hit.paper_id for hit in hits]
 
-        since = published_since is not None
-        papers = self._candidates(api_candidates(profile, k, cosaves, search, since=since))
+        papers = self._candidates(api_candidates(profile, k, cosaves, search))
         if published_since is not None:  # searches kept only these already; co-saves not
             published = np.asarray(papers.facts.published)
             papers = papers.select(np.flatnonzero(published >= published_since))
@@ -716,18 +708,13 @@ def api_candidates(
     k: int,
     cosaves: CoSaves,
     search: Callable[[np.ndarray, int], Sequence[str]],
-    *,
-    since: bool = False,
 ) -> list[str]:
     """The ids of the papers an API request ranks (besides the reference papers): per interest,
     what ``search(query, limit)`` finds nearest its evidence's mean (papers in
-    ``profile.exclude`` left out), then the papers most co-saved with the library. ``since``: the
-    request asks only for papers published since a date (``API_SINCE_CANDIDATES_PER_INTEREST``).
-    Shared with ``paperwire eval --api``, which searches its candidates exactly instead of the
-    vector store."""
+    ``profile.exclude`` left out), then the papers most co-saved with the library. Shared with
+    ``paperwire eval --api``, which searches its candidates exactly instead of the vector store."""
     found: dict[str, None] = {}
-    per_interest = API_SINCE_CANDIDATES_PER_INTEREST if since else API_CANDIDATES_PER_INTEREST
-    limit = max(k * 10, per_interest)
+    limit = max(k * 10, API_CANDIDATES_PER_INTEREST)
     for query in _queries(profile.evidence):
         found.update(dict.fromkeys(search(query, limit)))
     if len(cosaves):
