@@ -136,8 +136,8 @@ async def run(
             # answers recommend keeps while nothing they rest on has changed).
             library = await each(ds.library_user_ids, clients=1)
             library_again = await each(ds.library_user_ids, clients=1, rounds=3)
-            # The same users asking only for papers published since a date: each interest's
-            # search goes further (recommender.API_SINCE_CANDIDATES_PER_INTEREST).
+            # The same users asking only for papers published since a date (``?since=``): the
+            # searches keep only those, so the candidates are fewer and newer.
             since = since_date(papers)
             library_since = await each(
                 ds.library_user_ids, clients=1, path=f"{recommendations}?since={since}"

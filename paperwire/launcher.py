@@ -96,6 +96,7 @@ def notify_settings(common: dict[str, Any], smtp_url: str, api_url: str) -> Any:
 
 
 LOOPBACK = "127.0.0.1"
+LOCAL_ONLY = (LOOPBACK, "::1", "localhost")
 ANY_ADDRESS = ("0.0.0.0", "::")
 
 
@@ -154,7 +155,7 @@ async def single_node(
         # Only the API listens on ``host``; ingest, embed and notify stay on this machine.
         local = LOOPBACK if host in ANY_ADDRESS else host
         api_url = f"http://{local}:{api_port}"
-        if host not in (LOOPBACK, "::1", "localhost"):
+        if host not in LOCAL_ONLY:
             _warn_if_exposed(host, recommend_settings.environment, api_port)
         apps = {
             "ingest": (ingest_app(IngestSettings(**common)), api_port + 1),

@@ -72,7 +72,8 @@ def load_dataset(folder: Path) -> Dataset:
     for path in (papers_file, interactions_file):
         if not path.is_file():
             raise EvalError(
-                f"{path} is missing: a dataset folder holds papers.jsonl and interactions.csv (README, Recommendation quality)"
+                f"{path} is missing: a dataset folder holds papers.jsonl and interactions.csv "
+                "(README, Recommendation quality)"
             )
     papers = []
     with papers_file.open(encoding="utf-8") as lines:
